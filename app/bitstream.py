@@ -1,0 +1,153 @@
+"""The `.taco` bitstream container.
+
+Layout (all integers big-endian)::
+
+    offset  size  field
+    0       4     magic  b"TACO"
+    4       1     version (= 1)
+    5       1     flags (bit 0: reserved, must be 0 for version 1)
+    6       1     n = length of the model id (1..MAX_MODEL_ID)
+    7       n     model id, ASCII (e.g. "taco-small", "taco-official")
+    7+n     8     checkpoint fingerprint (first 8 bytes of the weights' SHA-256)
+    15+n    4     rate parameter λ as float32 (NaN for codecs without one)
+    19+n    4     original height (1..MAX_SIDE)
+    23+n    4     original width  (1..MAX_SIDE)
+    27+n    1     k = number of entropy-coded strings (1..MAX_STRINGS)
+    28+n    4·k   length of each string
+    ...           the strings, in order (y first, then z for TACO / ELIC)
+    end-4   4     CRC-32 of every byte before it
+
+The caption is *not* in the file: TACO's decoder never sees text.
+The header is checked completely (magic, version, bounds, lengths adding up to the file size,
+checksum) before anything is allocated or decoded, so a corrupted, truncated or foreign file
+raises :class:`BitstreamError` with a one-line message and never reaches the entropy decoder.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+
+from app.errors import BitstreamError
+
+MAGIC = b"TACO"
+VERSION = 1
+MAX_MODEL_ID = 64
+MAX_SIDE = 16384
+MAX_STRINGS = 8
+MAX_FILE_BYTES = 256 * 1024 * 1024
+FINGERPRINT_BYTES = 8
+_FIXED = struct.Struct(">4sBBB")
+_MID = struct.Struct(">8sfIIB")
+_CRC = struct.Struct(">I")
+
+
+@dataclass(frozen=True)
+class Header:
+    """Everything the decoder needs besides the entropy-coded strings."""
+
+    model_id: str
+    fingerprint: bytes
+    lmbda: float | None
+    height: int
+    width: int
+
+    @property
+    def pixels(self) -> int:
+        return self.height * self.width
+
+
+def header_size(model_id: str, n_strings: int) -> int:
+    """Bytes of container overhead (header + lengths + checksum) for a model id."""
+    return _FIXED.size + len(model_id.encode("ascii")) + _MID.size + 4 * n_strings + _CRC.size
+
+
+def pack(header: Header, strings: list[bytes]) -> bytes:
+    """Serialise a header and its entropy-coded strings into one `.taco` file."""
+    mid = header.model_id.encode("ascii")
+    if not 1 <= len(mid) <= MAX_MODEL_ID:
+        raise ValueError(f"model id must be 1..{MAX_MODEL_ID} ASCII bytes")
+    if len(header.fingerprint) != FINGERPRINT_BYTES:
+        raise ValueError(f"fingerprint must be {FINGERPRINT_BYTES} bytes")
+    if not (1 <= header.height <= MAX_SIDE and 1 <= header.width <= MAX_SIDE):
+        raise ValueError(f"image sides must be 1..{MAX_SIDE}")
+    if not 1 <= len(strings) <= MAX_STRINGS:
+        raise ValueError(f"1..{MAX_STRINGS} strings expected")
+    lmbda = math.nan if header.lmbda is None else float(header.lmbda)
+    parts = [
+        _FIXED.pack(MAGIC, VERSION, 0, len(mid)),
+        mid,
+        _MID.pack(header.fingerprint, lmbda, header.height, header.width, len(strings)),
+        b"".join(struct.pack(">I", len(s)) for s in strings),
+        *strings,
+    ]
+    body = b"".join(parts)
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def unpack(data: bytes) -> tuple[Header, list[bytes]]:
+    """Parse and validate a `.taco` file. Raises :class:`BitstreamError` on any defect."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise BitstreamError("bitstream must be bytes")
+    data = bytes(data)
+    n = len(data)
+    if n > MAX_FILE_BYTES:
+        raise BitstreamError(f"file too large for a .taco bitstream ({n} bytes)")
+    if n < 4 or data[:4] != MAGIC:
+        raise BitstreamError("not a .taco file (bad magic bytes)")
+    if n < _FIXED.size:
+        raise BitstreamError("truncated .taco file (header incomplete)")
+    _, version, flags, mid_len = _FIXED.unpack_from(data, 0)
+    if version != VERSION:
+        raise BitstreamError(f"unsupported .taco version {version} (this build reads {VERSION})")
+    if flags != 0:
+        raise BitstreamError(f"unsupported .taco flags 0x{flags:02x}")
+    if not 1 <= mid_len <= MAX_MODEL_ID:
+        raise BitstreamError("corrupted .taco header (model id length)")
+    pos = _FIXED.size
+    if n < pos + mid_len + _MID.size + _CRC.size:
+        raise BitstreamError("truncated .taco file (header incomplete)")
+    try:
+        model_id = data[pos : pos + mid_len].decode("ascii")
+    except UnicodeDecodeError:
+        raise BitstreamError("corrupted .taco header (model id is not ASCII)") from None
+    if not model_id.isprintable():
+        raise BitstreamError("corrupted .taco header (model id)")
+    pos += mid_len
+    fingerprint, lmbda, height, width, k = _MID.unpack_from(data, pos)
+    pos += _MID.size
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
+        raise BitstreamError(f"corrupted .taco header (image size {height}x{width})")
+    if not 1 <= k <= MAX_STRINGS:
+        raise BitstreamError(f"corrupted .taco header ({k} strings)")
+    if n < pos + 4 * k + _CRC.size:
+        raise BitstreamError("truncated .taco file (string table incomplete)")
+    lengths = struct.unpack_from(f">{k}I", data, pos)
+    pos += 4 * k
+    if pos + sum(lengths) + _CRC.size != n:
+        raise BitstreamError(
+            "truncated or extended .taco file "
+            f"(expected {pos + sum(lengths) + _CRC.size} bytes, got {n})"
+        )
+    (crc,) = _CRC.unpack_from(data, n - _CRC.size)
+    if zlib.crc32(data[: n - _CRC.size]) != crc:
+        raise BitstreamError("corrupted .taco file (checksum mismatch)")
+    if math.isnan(lmbda):
+        lmbda_v: float | None = None
+    elif not (math.isfinite(lmbda) and lmbda > 0):
+        raise BitstreamError("corrupted .taco header (rate parameter)")
+    else:
+        lmbda_v = float(lmbda)
+    strings = []
+    for length in lengths:
+        strings.append(data[pos : pos + length])
+        pos += length
+    header = Header(model_id, fingerprint, lmbda_v, int(height), int(width))
+    return header, strings
+
+
+def read_header(data: bytes) -> Header:
+    """Validate a `.taco` file and return only its header."""
+    return unpack(data)[0]

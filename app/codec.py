@@ -1,0 +1,548 @@
+"""One `Codec` interface for TACO, ELIC and the classical codecs.
+
+>>> from app.codec import load_codec, decompress
+>>> codec = load_codec("taco")                       # embedded, shipped weights
+>>> data = codec.compress(img, caption="a red car", lmbda=0.01)   # -> bytes (.taco file)
+>>> rec = decompress(data)                           # no caption needed: the decoder is text-free
+
+Learned codecs write the `.taco` container of :mod:`app.bitstream`; classical codecs (JPEG, WebP,
+AVIF) return their own file bytes. Images are padded to a multiple of 64 (edge replication; the
+padded pixels cost bits, which are counted) and cropped back inside the codec; bpp is always
+8·len(bytes)/(H·W) of the original image.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import re
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+from app import bitstream
+from app.errors import BitstreamError, ConfigError, MissingModelError, TacoError
+from app.images import ImageLike, to_rgb_array
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINT_DIR = Path(os.environ.get("TACO_CHECKPOINT_DIR", ROOT / "checkpoints"))
+OFFICIAL_DIR = Path(os.environ.get("TACO_OFFICIAL_DIR", CHECKPOINT_DIR / "official"))
+MANIFEST = CHECKPOINT_DIR / "manifest.json"
+PAD = 64
+#: The six released TACO rate points (spec/taco.md §11).
+OFFICIAL_LAMBDAS = (0.0004, 0.0008, 0.0016, 0.004, 0.009, 0.015)
+_OFFICIAL_RE = re.compile(r"lambda_([0-9.eE+-]+)\.pth(?:\.tar)?$")
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """What every codec in the project offers."""
+
+    name: str
+    rate_range: tuple[float, float] | None
+    rate_ladder: list[float] | None
+
+    def compress(
+        self,
+        image: ImageLike,
+        caption: str = "",
+        lmbda: float | None = None,
+        target_bpp: float | None = None,
+    ) -> bytes: ...
+
+    def decompress(self, data: bytes) -> Image.Image: ...
+
+
+@dataclass
+class Encoded:
+    """A compressed image and what it cost."""
+
+    data: bytes
+    height: int
+    width: int
+    lmbda: float | None
+    encode_ms: float
+
+    @property
+    def bpp(self) -> float:
+        return 8.0 * len(self.data) / (self.height * self.width)
+
+
+def as_float32(x: float) -> float:
+    """Round a rate parameter to what the header stores, so encoder and decoder agree."""
+    return struct.unpack(">f", struct.pack(">f", float(x)))[0]
+
+
+def bpp_of(data: bytes, height: int, width: int) -> float:
+    return 8.0 * len(data) / (height * width)
+
+
+# --------------------------------------------------------------------------- weights bookkeeping
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_sha256(path: str, size: int, mtime: float) -> str:
+    return file_sha256(Path(path))
+
+
+def weights_sha256(path: Path) -> str:
+    st = path.stat()
+    return _cached_sha256(str(path), st.st_size, st.st_mtime)
+
+
+def load_manifest() -> dict[str, Any]:
+    if not MANIFEST.is_file():
+        return {}
+    return json.loads(MANIFEST.read_text())
+
+
+def random_fingerprint(config_name: str) -> str:
+    """Fingerprint of a deterministic random initialisation (development and tests only)."""
+    return hashlib.sha256(f"random-init-v1:{config_name}".encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- learned codecs
+
+
+@dataclass
+class _Variant:
+    """One set of weights: a model, its rate point (fixed-rate) and its fingerprint."""
+
+    cfg: dict
+    source: Path | None  # weights file, None = random init
+    fixed_lmbda: float | None
+    fingerprint_hex: str | None = None
+    model: Any = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def fingerprint(self) -> bytes:
+        if self.fingerprint_hex is None:
+            assert self.source is not None
+            self.fingerprint_hex = weights_sha256(self.source)
+        return bytes.fromhex(self.fingerprint_hex)[: bitstream.FINGERPRINT_BYTES]
+
+
+class LearnedCodec:
+    """TACO or ELIC (any size) behind the :class:`Codec` interface.
+
+    A variable-rate model offers a continuous λ in ``rate_range`` from one set of weights (gain
+    units); a fixed-rate family (the official checkpoints) offers the λ values of ``rate_ladder``,
+    one set of weights each.
+    """
+
+    def __init__(self, name: str, variants: list[_Variant], description: str = ""):
+        if not variants:
+            raise ConfigError(f"codec {name!r} has no weights")
+        self.name = name
+        self.description = description
+        self._variants = variants
+        self.cfg = variants[0].cfg
+        self.arch: str = self.cfg["arch"]
+        self.text_encoder_kind: str | None = (
+            self.cfg.get("text_encoder") if self.arch == "taco" else None
+        )
+        if len(variants) == 1 and variants[0].fixed_lmbda is None and self.cfg.get("variable_rate"):
+            lo, hi = self.cfg["lmbda_range"]
+            self.rate_range: tuple[float, float] | None = (float(lo), float(hi))
+            self.rate_ladder: list[float] | None = None
+        else:
+            self.rate_range = None
+            self.rate_ladder = sorted(v.fixed_lmbda for v in variants if v.fixed_lmbda is not None)
+            if len(self.rate_ladder) != len(variants):
+                raise ConfigError(f"codec {name!r}: fixed-rate weights need a λ each")
+
+    # -- model access -------------------------------------------------------------------------
+
+    @property
+    def default_lmbda(self) -> float:
+        if self.rate_range is not None:
+            lo, hi = self.rate_range
+            return as_float32(math.sqrt(lo * hi))
+        assert self.rate_ladder
+        return self.rate_ladder[len(self.rate_ladder) // 2]
+
+    def _variant(self, lmbda: float | None) -> _Variant:
+        if self.rate_range is not None:
+            return self._variants[0]
+        assert self.rate_ladder is not None
+        if lmbda is None:
+            lmbda = self.default_lmbda
+        return min(self._variants, key=lambda v: abs(math.log(v.fixed_lmbda / lmbda)))
+
+    def _model(self, variant: _Variant):
+        with variant.lock:
+            if variant.model is None:
+                variant.model = _build_model(variant)
+            return variant.model
+
+    def resolve_lmbda(self, lmbda: float | None) -> float:
+        """Clamp / snap a requested rate parameter to what this codec offers (float32-exact)."""
+        if lmbda is None:
+            return self.default_lmbda
+        if not (isinstance(lmbda, int | float) and math.isfinite(lmbda) and lmbda > 0):
+            raise TacoError(f"rate parameter λ must be a positive number, got {lmbda!r}")
+        if self.rate_range is not None:
+            lo, hi = self.rate_range
+            return as_float32(min(max(float(lmbda), lo), hi))
+        return float(self._variant(lmbda).fixed_lmbda)
+
+    def fingerprint(self, lmbda: float | None = None) -> bytes:
+        return self._variant(self.resolve_lmbda(lmbda)).fingerprint
+
+    # -- text ---------------------------------------------------------------------------------
+
+    def text_states(self, caption: str):
+        """Per-token text states for the encoder (None for ELIC)."""
+        if self.arch != "taco":
+            return None
+        from app.text import clean_caption, get_text_encoder
+
+        enc = get_text_encoder(self.text_encoder_kind)
+        return enc.encode([clean_caption(caption or "")])
+
+    # -- coding -------------------------------------------------------------------------------
+
+    def _encode_once(self, x_pad, h: int, w: int, text, lmbda: float) -> bytes:
+        import torch
+
+        variant = self._variant(lmbda)
+        model = self._model(variant)
+        rate_arg = lmbda if self.rate_range is not None else None
+        with torch.inference_mode():
+            out = model.compress(x_pad, text, lmbda=rate_arg) if self.arch == "taco" else (
+                model.compress(x_pad, lmbda=rate_arg)
+            )
+        strings = [s[0] if isinstance(s, list | tuple) else s for s in out["strings"]]
+        header = bitstream.Header(self.name, variant.fingerprint, lmbda, h, w)
+        return bitstream.pack(header, strings)
+
+    def encode(
+        self,
+        image: ImageLike,
+        caption: str = "",
+        lmbda: float | None = None,
+        target_bpp: float | None = None,
+    ) -> Encoded:
+        """Compress and report the cost; ``target_bpp`` searches λ (overrides ``lmbda``)."""
+        arr = to_rgb_array(image)
+        h, w = arr.shape[:2]
+        if h > bitstream.MAX_SIDE or w > bitstream.MAX_SIDE:
+            raise TacoError(f"image sides must be at most {bitstream.MAX_SIDE} px")
+        t0 = time.perf_counter()
+        x_pad = pad_tensor(arr)
+        text = self.text_states(caption)
+        if target_bpp is not None:
+            if not (math.isfinite(target_bpp) and target_bpp > 0):
+                raise TacoError(f"target bpp must be a positive number, got {target_bpp!r}")
+            data, lam = self._search_bpp(x_pad, h, w, text, float(target_bpp))
+        else:
+            lam = self.resolve_lmbda(lmbda)
+            data = self._encode_once(x_pad, h, w, text, lam)
+        return Encoded(data, h, w, lam, (time.perf_counter() - t0) * 1e3)
+
+    def _search_bpp(self, x_pad, h, w, text, target: float) -> tuple[bytes, float]:
+        """Closest real-bytes bpp to ``target`` (bisection on log λ, or the best ladder point)."""
+        tried: dict[float, bytes] = {}
+
+        def run(lam: float) -> float:
+            lam = self.resolve_lmbda(lam)
+            if lam not in tried:
+                tried[lam] = self._encode_once(x_pad, h, w, text, lam)
+            return bpp_of(tried[lam], h, w)
+
+        if self.rate_ladder is not None:
+            for lam in self.rate_ladder:
+                run(lam)
+        else:
+            lo, hi = (math.log(v) for v in self.rate_range)  # type: ignore[union-attr]
+            if run(math.exp(lo)) < target < run(math.exp(hi)):
+                for _ in range(12):
+                    mid = 0.5 * (lo + hi)
+                    b = run(math.exp(mid))
+                    if abs(b - target) <= 0.01 * target:
+                        break
+                    lo, hi = (mid, hi) if b < target else (lo, mid)
+        best = min(tried, key=lambda lam: abs(bpp_of(tried[lam], h, w) - target))
+        return tried[best], best
+
+    def compress(
+        self,
+        image: ImageLike,
+        caption: str = "",
+        lmbda: float | None = None,
+        target_bpp: float | None = None,
+    ) -> bytes:
+        return self.encode(image, caption, lmbda, target_bpp).data
+
+    def decompress(self, data: bytes) -> Image.Image:
+        header, strings = bitstream.unpack(data)
+        if header.model_id != self.name:
+            raise BitstreamError(
+                f"bitstream was made by {header.model_id!r}, not by {self.name!r}"
+            )
+        return self._decode(header, strings)
+
+    def _decode(self, header: bitstream.Header, strings: list[bytes]) -> Image.Image:
+        import torch
+
+        lam = header.lmbda
+        if self.rate_ladder is not None:
+            if lam is None or min(abs(math.log(v / lam)) for v in self.rate_ladder) > 1e-3:
+                raise BitstreamError(f"bitstream rate λ={lam} is not one of this model's rates")
+        elif lam is None or not (
+            self.rate_range[0] * 0.999 <= lam <= self.rate_range[1] * 1.001  # type: ignore[index]
+        ):
+            raise BitstreamError(f"bitstream rate λ={lam} is outside this model's range")
+        variant = self._variant(lam)
+        if header.fingerprint != variant.fingerprint:
+            raise BitstreamError(
+                f"bitstream was made with other {self.name} weights "
+                f"({header.fingerprint.hex()} vs loaded {variant.fingerprint.hex()})"
+            )
+        if len(strings) != 2:
+            raise BitstreamError(f"expected 2 entropy-coded strings, found {len(strings)}")
+        model = self._model(variant)
+        ph, pw = _padded(header.height), _padded(header.width)
+        shape = (ph // 64, pw // 64)
+        rate_arg = lam if self.rate_range is not None else None
+        try:
+            with torch.inference_mode():
+                out = model.decompress([[strings[0]], [strings[1]]], shape, lmbda=rate_arg)
+        except TacoError:
+            raise
+        except Exception as exc:  # the entropy decoder rejects some garbage itself
+            raise BitstreamError(f"bitstream cannot be decoded: {exc}".splitlines()[0]) from None
+        x_hat = out["x_hat"][0, :, : header.height, : header.width]
+        arr = (x_hat.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        return Image.fromarray(np.ascontiguousarray(arr), "RGB")
+
+
+def _padded(n: int) -> int:
+    return (n + PAD - 1) // PAD * PAD
+
+
+def pad_tensor(arr: np.ndarray):
+    """(H,W,3) uint8 → (1,3,H',W') float in [0,1], H' and W' multiples of 64 (edge-replicated)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div_(255.0)[None]
+    h, w = arr.shape[:2]
+    ph, pw = _padded(h) - h, _padded(w) - w
+    if ph or pw:
+        mode = "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return x
+
+
+def _build_model(variant: _Variant):
+    """Instantiate a model and load its weights (or a deterministic random init)."""
+    import torch
+
+    from app.models.factory import create_model, load_official_checkpoint, load_weights
+
+    cfg = variant.cfg
+    if variant.source is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = create_model(cfg)
+        model.eval()
+        model.update(force=True)
+        return model
+    path = variant.source
+    if path.suffix == ".safetensors":
+        model = create_model(cfg)
+        load_weights(model, path)
+        model.eval()
+        model.update(force=True)
+        return model
+    return load_official_checkpoint(path, cfg)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How a codec name maps to a config and weights."""
+
+    config: str
+    description: str
+    kind: str  # "embedded" | "official" | "tiny"
+
+
+LEARNED: dict[str, ModelSpec] = {
+    "taco": ModelSpec("taco-small", "TACO (embedded, MiniLM text, CPU-trained)", "embedded"),
+    "elic": ModelSpec("elic-small", "ELIC (embedded, CPU-trained)", "embedded"),
+    "taco-official": ModelSpec("taco-official", "TACO (official ICML 2024 checkpoints)", "official"),
+    "elic-official": ModelSpec("elic-official", "ELIC (JiangWeibeta layout, your checkpoints)", "official"),
+    "taco-tiny": ModelSpec("taco-tiny", "tiny random TACO (tests only)", "tiny"),
+    "elic-tiny": ModelSpec("elic-tiny", "tiny random ELIC (tests only)", "tiny"),
+}
+CLASSICAL = ("jpeg", "webp", "avif")
+
+
+def _allow_random(flag: bool) -> bool:
+    return flag or os.environ.get("TACO_ALLOW_RANDOM", "") == "1"
+
+
+def official_checkpoints(name: str) -> dict[float, Path]:
+    """λ → file for the official fixed-rate checkpoints a user dropped into checkpoints/official/."""
+    folder = OFFICIAL_DIR if name == "taco-official" else OFFICIAL_DIR / "elic"
+    found: dict[float, Path] = {}
+    if folder.is_dir():
+        for p in sorted(folder.iterdir()):
+            m = _OFFICIAL_RE.search(p.name)
+            if m and p.is_file():
+                try:
+                    found[as_float32(float(m.group(1)))] = p
+                except ValueError:
+                    continue
+    return found
+
+
+def _embedded_weights(config_name: str) -> tuple[Path, str | None]:
+    entry = load_manifest().get(config_name, {})
+    path = CHECKPOINT_DIR / entry.get("file", f"{config_name}.safetensors")
+    return path, entry.get("sha256")
+
+
+def _make_learned(name: str, checkpoint: str | os.PathLike | None, allow_random: bool) -> LearnedCodec:
+    from app.models.factory import load_config
+
+    spec = LEARNED[name]
+    cfg = load_config(spec.config)
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise MissingModelError(f"checkpoint not found: {path}")
+        fixed = None
+        m = _OFFICIAL_RE.search(path.name)
+        if spec.kind == "official":
+            if not m:
+                raise ConfigError(f"cannot tell the rate of {path.name}: expected lambda_<λ>.pth.tar")
+            fixed = as_float32(float(m.group(1)))
+        return LearnedCodec(name, [_Variant(cfg, path, fixed)], spec.description)
+    if spec.kind == "official":
+        files = official_checkpoints(name)
+        if not files:
+            where = OFFICIAL_DIR if name == "taco-official" else OFFICIAL_DIR / "elic"
+            raise MissingModelError(
+                f"no official checkpoints in {where.relative_to(ROOT) if where.is_relative_to(ROOT) else where}: "
+                "download lambda_*.pth.tar from the TACO authors and put them there"
+            )
+        variants = [_Variant(cfg, p, lam) for lam, p in sorted(files.items())]
+        return LearnedCodec(name, variants, spec.description)
+    if spec.kind == "embedded":
+        path, sha = _embedded_weights(spec.config)
+        if path.is_file():
+            actual = weights_sha256(path)
+            if sha is not None and actual != sha:
+                raise MissingModelError(
+                    f"{path.name} does not match checkpoints/manifest.json (sha256 {actual[:12]}…); "
+                    "re-download or retrain it"
+                )
+            return LearnedCodec(name, [_Variant(cfg, path, None, actual)], spec.description)
+        if not _allow_random(allow_random):
+            raise MissingModelError(
+                f"weights for {name!r} ({path.name}) are not in checkpoints/: train them with "
+                "`python -m app train` or set TACO_ALLOW_RANDOM=1 for random weights (development only)"
+            )
+    elif not _allow_random(allow_random):
+        raise MissingModelError(f"{name!r} has random weights only: pass allow_random=True")
+    variant = _Variant(cfg, None, None, random_fingerprint(spec.config))
+    return LearnedCodec(name, [variant], spec.description + " [RANDOM WEIGHTS]")
+
+
+_CACHE: dict[tuple, Codec] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def load_codec(
+    name: str, checkpoint: str | os.PathLike | None = None, allow_random: bool = False
+) -> Codec:
+    """The codec called ``name`` (cached): "taco", "elic", "taco-official", "jpeg", ...
+
+    Embedded models without their shipped weights raise :class:`MissingModelError` unless random
+    weights are asked for explicitly (``allow_random=True`` or ``TACO_ALLOW_RANDOM=1``).
+    """
+    name = name.strip().lower()
+    key = (name, str(checkpoint) if checkpoint else None, _allow_random(allow_random))
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+    if name in CLASSICAL:
+        from app.classical import get_classical_codec
+
+        codec: Codec = get_classical_codec(name)
+    elif name in LEARNED:
+        codec = _make_learned(name, checkpoint, allow_random)
+    else:
+        raise ConfigError(
+            f"unknown codec {name!r}; choose from {', '.join([*LEARNED, *CLASSICAL])}"
+        )
+    with _CACHE_LOCK:
+        return _CACHE.setdefault(key, codec)
+
+
+def loaded_codecs() -> list[Codec]:
+    with _CACHE_LOCK:
+        return list(_CACHE.values())
+
+
+def read_header(data: bytes) -> bitstream.Header:
+    """Validate a `.taco` file and return its header (model, rate, size)."""
+    return bitstream.read_header(data)
+
+
+def decompress(data: bytes) -> Image.Image:
+    """Decode a `.taco` file with the model its header names. No caption is needed."""
+    header, strings = bitstream.unpack(data)
+    if header.model_id not in LEARNED:
+        raise BitstreamError(f"bitstream names an unknown model {header.model_id!r}")
+    candidates = [
+        c for c in loaded_codecs() if isinstance(c, LearnedCodec) and c.name == header.model_id
+    ]
+    for codec in candidates:
+        try:
+            if codec._variant(header.lmbda).fingerprint == header.fingerprint:
+                return codec._decode(header, strings)
+        except TacoError:
+            continue
+    codec = load_codec(header.model_id)
+    assert isinstance(codec, LearnedCodec)
+    return codec._decode(header, strings)
+
+
+def available_model_sets() -> dict[str, dict[str, str]]:
+    """Model sets the UI can offer: label → {"taco": codec name, "elic": codec name}."""
+    sets: dict[str, dict[str, str]] = {}
+    emb = [n for n in ("taco", "elic") if _embedded_weights(LEARNED[n].config)[0].is_file()]
+    if len(emb) == 2 or _allow_random(False):
+        sets["Embedded (offline)"] = {"taco": "taco", "elic": "elic"}
+    if official_checkpoints("taco-official"):
+        elic = "elic-official" if official_checkpoints("elic-official") else "elic"
+        sets["Official TACO"] = {"taco": "taco-official", "elic": elic}
+    return sets
+
+
+CodecFactory = Callable[[str], Codec]
