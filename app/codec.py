@@ -43,6 +43,16 @@ PAD = 64
 OFFICIAL_LAMBDAS = (0.0004, 0.0008, 0.0016, 0.004, 0.009, 0.015)
 _OFFICIAL_RE = re.compile(r"lambda_([0-9.eE+-]+)\.pth(?:\.tar)?$")
 
+# --- Robustness review (docs/ROBUSTNESS.md): bounds for hostile `.taco` files -------------------
+#: Largest image (pixels) a learned codec encodes or decodes. The header allows 16384x16384, and a
+#: 193-byte forged file claiming 2048x2048 already costs 14 s and 250 MB on the *tiny* model (the
+#: cost grows with the pixel count and with the model size), so decoding is refused above this
+#: bound before any model runs; encoding refuses the same sizes so that every file we write can be
+#: read back. ``TACO_MAX_PIXELS`` overrides it (a public Space may want ~1 MP).
+MAX_CODEC_PIXELS = int(os.environ.get("TACO_MAX_PIXELS", str(4096 * 4096)))
+#: Entropy-coded strings longer than this many bytes per pixel (32 bpp) are not from our encoder.
+MAX_STRING_BYTES_PER_PIXEL = 4
+
 
 @runtime_checkable
 class Codec(Protocol):
@@ -247,6 +257,11 @@ class LearnedCodec:
         h, w = arr.shape[:2]
         if h > bitstream.MAX_SIDE or w > bitstream.MAX_SIDE:
             raise TacoError(f"image sides must be at most {bitstream.MAX_SIDE} px")
+        if h * w > MAX_CODEC_PIXELS:  # robustness review: never write a file we refuse to decode
+            raise TacoError(
+                f"image is {w}x{h} ({h * w / 1e6:.1f} MP): the learned codecs take at most "
+                f"{MAX_CODEC_PIXELS / 1e6:.1f} MP (TACO_MAX_PIXELS); downscale it first"
+            )
         t0 = time.perf_counter()
         x_pad = pad_tensor(arr)
         text = self.text_states(caption)
@@ -320,13 +335,25 @@ class LearnedCodec:
             )
         if len(strings) != 2:
             raise BitstreamError(f"expected 2 entropy-coded strings, found {len(strings)}")
+        # Robustness review: bound the work a forged (valid-CRC) header can ask for.
+        if header.pixels > MAX_CODEC_PIXELS:
+            raise BitstreamError(
+                f"bitstream claims a {header.width}x{header.height} image "
+                f"({header.pixels / 1e6:.1f} MP): more than the {MAX_CODEC_PIXELS / 1e6:.1f} MP "
+                "this build decodes (TACO_MAX_PIXELS)"
+            )
+        if sum(map(len, strings)) > MAX_STRING_BYTES_PER_PIXEL * header.pixels + 65536:
+            raise BitstreamError("corrupted .taco file (entropy-coded data too large for its size)")
         model = self._model(variant)
         ph, pw = _padded(header.height), _padded(header.width)
         shape = (ph // 64, pw // 64)
         rate_arg = lam if self.rate_range is not None else None
+        n_y = int(self.cfg.get("M", 320)) * (ph // 16) * (pw // 16)
+        n_z = int(self.cfg.get("N", 192)) * (ph // 64) * (pw // 64)
+        y_string, z_string = _rans_guard(strings[0], n_y), _rans_guard(strings[1], n_z)
         try:
             with torch.inference_mode():
-                out = model.decompress([[strings[0]], [strings[1]]], shape, lmbda=rate_arg)
+                out = model.decompress([[y_string], [z_string]], shape, lmbda=rate_arg)
         except TacoError:
             raise
         except Exception as exc:  # the entropy decoder rejects some garbage itself
@@ -334,6 +361,31 @@ class LearnedCodec:
         x_hat = out["x_hat"][0, :, : header.height, : header.width]
         arr = (x_hat.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
         return Image.fromarray(np.ascontiguousarray(arr), "RGB")
+
+
+def _rans_guard(string: bytes, n_symbols: int) -> bytes:
+    """Append enough zero bytes that compressai's rANS decoder cannot read past the buffer.
+
+    Robustness review: the C++ decoder (compressai/cpp_exts/rans/rans_interface.cpp) never checks
+    the end of its input. A valid-CRC `.taco` whose z string is 200 kB of 0xFF made it read far past
+    the buffer and the process died with SIGSEGV (one upload would kill the Space). The reads are
+    bounded, though: the state refills one aligned 32-bit word at a time; a normal symbol reads at
+    most one word; an escape ("bypass") symbol reads 15 nibbles per 0xF nibble it meets, and a long
+    run of 0xF nibbles needs a run of 0xFFFFFFFF words in the data. So, with ``w`` the longest run
+    of aligned 0xFFFFFFFF words, the symbol that crosses the end reads at most 60·w + 132 bytes
+    beyond it, and every later symbol, decoding from zeros (at most 9 carried 0xF nibbles), at most
+    ~92 bytes. Trailing zeros never change a valid stream (the decoder stops where the encoder did).
+    """
+    import numpy as np
+
+    words = np.frombuffer(string[: len(string) // 4 * 4], dtype="<u4")
+    longest = 0
+    if words.size:
+        ones = np.concatenate(([0], (words == 0xFFFFFFFF).astype(np.int8), [0]))
+        edges = np.flatnonzero(np.diff(ones))
+        if edges.size:
+            longest = int((edges[1::2] - edges[::2]).max())
+    return bytes(string) + bytes(64 * longest + 96 * n_symbols + 1024)
 
 
 def _padded(n: int) -> int:
@@ -345,7 +397,7 @@ def pad_tensor(arr: np.ndarray):
     import torch
     import torch.nn.functional as F
 
-    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div_(255.0)[None]
+    x = torch.from_numpy(np.array(arr, dtype=np.float32)).permute(2, 0, 1).div_(255.0)[None]
     h, w = arr.shape[:2]
     ph, pw = _padded(h) - h, _padded(w) - w
     if ph or pw:
@@ -524,11 +576,23 @@ def decompress(data: bytes) -> Image.Image:
     ]
     for codec in candidates:
         try:
-            if codec._variant(header.lmbda).fingerprint == header.fingerprint:
-                return codec._decode(header, strings)
+            match = codec._variant(header.lmbda).fingerprint == header.fingerprint
         except TacoError:
             continue
-    codec = load_codec(header.model_id)
+        if match:
+            # Robustness review: decode outside the try. Inside it, a BitstreamError raised while
+            # decoding (a corrupted or oversized file) was swallowed and the user got a misleading
+            # "has random weights only" / "weights not in checkpoints" error instead.
+            return codec._decode(header, strings)
+    try:
+        codec = load_codec(header.model_id)
+    except MissingModelError:
+        if not candidates:
+            raise
+        # Only other weights of this model are at hand (e.g. a random-weights development codec).
+        raise BitstreamError(
+            f"bitstream was made with other {header.model_id} weights ({header.fingerprint.hex()})"
+        ) from None
     assert isinstance(codec, LearnedCodec)
     return codec._decode(header, strings)
 

@@ -1,0 +1,157 @@
+"""The Codec API and CLI on tiny random models: real bitstreams, padding, rate control, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app import bitstream
+from app.cli import main as cli_main
+from app.codec import LearnedCodec, decompress, load_codec, read_header
+from app.errors import BitstreamError, MissingModelError
+
+
+@pytest.fixture(scope="module")
+def img() -> np.ndarray:
+    rng = np.random.default_rng(1)
+    base = np.linspace(0, 255, 70 * 90).reshape(70, 90)
+    arr = np.stack([base, base[::-1], np.full_like(base, 128)], axis=2)
+    return np.clip(arr + rng.normal(0, 8, arr.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def elic() -> LearnedCodec:
+    c = load_codec("elic-tiny", allow_random=True)
+    assert isinstance(c, LearnedCodec)
+    return c
+
+
+@pytest.fixture(scope="module")
+def taco() -> LearnedCodec:
+    c = load_codec("taco-tiny", allow_random=True)
+    assert isinstance(c, LearnedCodec)
+    return c
+
+
+def test_round_trip_crops_back_and_reports_real_bpp(elic, img):
+    enc = elic.encode(img, lmbda=elic.rate_range[0])
+    rec = decompress(enc.data)
+    assert isinstance(rec, Image.Image) and rec.size == (90, 70) and rec.mode == "RGB"
+    assert enc.bpp == pytest.approx(8 * len(enc.data) / (70 * 90))
+    h = read_header(enc.data)
+    assert (h.model_id, h.height, h.width) == ("elic-tiny", 70, 90)
+
+
+def test_decoding_is_deterministic_and_matches_codec_method(elic, img):
+    data = elic.compress(img)
+    a = np.asarray(decompress(data))
+    b = np.asarray(elic.decompress(data))
+    assert np.array_equal(a, b)
+
+
+def test_taco_needs_no_caption_to_decode(taco, img):
+    data = taco.compress(img, caption="a gradient with some noise")
+    rec = decompress(data)  # no caption anywhere
+    assert rec.size == (90, 70)
+    assert b"gradient" not in data
+
+
+def test_caption_changes_encoder_not_format(taco, img):
+    a = taco.compress(img, caption="")
+    b = taco.compress(img, caption="a completely different description of a cat")
+    assert read_header(a).model_id == read_header(b).model_id == "taco-tiny"
+
+
+def test_lambda_is_clamped_and_float32_exact(elic, img):
+    lo, hi = elic.rate_range
+    h = read_header(elic.compress(img, lmbda=hi * 10))
+    assert h.lmbda == pytest.approx(hi, rel=1e-6)
+
+
+def test_target_bpp_search_returns_closest(elic, img):
+    enc_lo = elic.encode(img, lmbda=elic.rate_range[0])
+    enc_hi = elic.encode(img, lmbda=elic.rate_range[1])
+    target = 0.5 * (enc_lo.bpp + enc_hi.bpp)
+    enc = elic.encode(img, target_bpp=target)
+    best = min(abs(enc_lo.bpp - target), abs(enc_hi.bpp - target))
+    assert abs(enc.bpp - target) <= best + 1e-9
+
+
+def test_wrong_model_bitstream_is_refused(elic, taco, img):
+    data = taco.compress(img)
+    with pytest.raises(BitstreamError, match="made by"):
+        elic.decompress(data)
+
+
+def test_foreign_weights_are_detected(elic, img):
+    data = elic.compress(img)
+    h, strings = bitstream.unpack(data)
+    forged = bitstream.pack(bitstream.Header(h.model_id, b"\x00" * 8, h.lmbda, h.height, h.width), strings)
+    with pytest.raises(BitstreamError, match="other"):
+        decompress(forged)
+
+
+def test_embedded_model_without_weights_fails_clearly(monkeypatch, tmp_path):
+    import app.codec as codec_mod
+
+    monkeypatch.delenv("TACO_ALLOW_RANDOM", raising=False)
+    monkeypatch.setattr(codec_mod, "CHECKPOINT_DIR", tmp_path)
+    monkeypatch.setattr(codec_mod, "MANIFEST", tmp_path / "manifest.json")
+    monkeypatch.setattr(codec_mod, "_CACHE", {})
+    with pytest.raises(MissingModelError, match="TACO_ALLOW_RANDOM"):
+        codec_mod.load_codec("elic")
+
+
+def test_official_without_files_fails_clearly(monkeypatch, tmp_path):
+    import app.codec as codec_mod
+
+    monkeypatch.setattr(codec_mod, "OFFICIAL_DIR", tmp_path / "official")
+    monkeypatch.setattr(codec_mod, "_CACHE", {})
+    with pytest.raises(MissingModelError, match="lambda_"):
+        codec_mod.load_codec("taco-official")
+
+
+# ----------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_round_trip(tmp_path, img, capsys):
+    src = tmp_path / "in.png"
+    Image.fromarray(img).save(src)
+    out = tmp_path / "x.taco"
+    rc = cli_main(["compress", str(src), "-o", str(out), "--model", "taco-tiny", "--allow-random",
+                   "--caption", "stripes"])
+    assert rc == 0, capsys.readouterr().err
+    assert "bpp" in capsys.readouterr().out
+    rc = cli_main(["decompress", str(out), "-o", str(tmp_path / "rec.png"), "--allow-random"])
+    assert rc == 0
+    assert Image.open(tmp_path / "rec.png").size == (90, 70)
+    assert cli_main(["info", str(out)]) == 0
+    assert "model=taco-tiny" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["compress", "missing.png", "-o", "x.taco"], "no such file"),
+        (["decompress", "missing.taco", "-o", "x.png"], "no such file"),
+        (["compress", "{bad}", "-o", "x.taco", "--model", "nope"], "unknown codec"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path, monkeypatch, capsys, argv, needle):
+    monkeypatch.chdir(tmp_path)
+    if "{bad}" in argv:
+        Image.new("RGB", (8, 8)).save(tmp_path / "ok.png")
+        argv = [a.replace("{bad}", "ok.png") for a in argv]
+    rc = cli_main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and needle in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_corrupted_bitstream(tmp_path, capsys):
+    bad = tmp_path / "bad.taco"
+    bad.write_bytes(b"TACO\x01garbage")
+    assert cli_main(["decompress", str(bad), "-o", str(tmp_path / "r.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1
