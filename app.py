@@ -1,0 +1,21 @@
+"""Entry point of the TACO demo (also the Hugging Face Space's `app_file`).
+
+Wiring only: the UI is built by `app.ui.layout.build_demo()` from the package; models load lazily
+on the first request, so the page is up in seconds.
+
+    python app.py                       # http://127.0.0.1:7860
+    TACO_MODEL_SET=tiny python app.py   # tiny random models (pipeline check, no weights needed)
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from app.ui.layout import build_demo, launch_kwargs  # noqa: E402
+
+demo = build_demo()
+
+if __name__ == "__main__":
+    demo.launch(**launch_kwargs())

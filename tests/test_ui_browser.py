@@ -1,0 +1,162 @@
+"""Headless chromium (Debian's /usr/bin/chromium through playwright's Python package).
+
+Loads the page, clicks an example, and checks that both slider images and the metrics appear.
+Skipped cleanly when chromium or playwright is absent. Uses the tiny random models when the
+model code is importable (with a small example image so a CPU run stays short), else the fake
+backend of test_ui_handlers.py.
+
+Set TACO_UI_SCREENSHOT=path to also save a screenshot of the first screen there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from test_ui_handlers import FAKE_SET, FakeBackend, _tiny_available  # noqa: E402
+
+from app.ui import handlers as H  # noqa: E402
+
+CHROMIUM = os.environ.get("TACO_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)),
+        reason=f"{CHROMIUM} not installed (apt-get install chromium)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def page_url(tmp_path_factory):
+    pytest.importorskip("playwright.sync_api")
+    from app.ui.layout import build_demo, launch_kwargs
+
+    tmp = tmp_path_factory.mktemp("browser")
+    old = os.environ.get("GRADIO_EXAMPLES_CACHE")
+    os.environ["GRADIO_EXAMPLES_CACHE"] = str(tmp / "examples-cache")
+    H.RESULTS_CACHE.clear()
+    if _tiny_available() is None:
+        sets, backend = {H.TINY_SET.label: H.TINY_SET}, H.PackageBackend()
+        # a small crop of a shipped photo keeps the random-weight CPU run short
+        small = tmp / "coffee_small.png"
+        with Image.open(ROOT / "assets" / "coffee.png") as im:
+            im.resize((96, 64)).save(small)
+        examples = [H.Example(small, "A small red cup of espresso on a saucer.", "Espresso")]
+    else:
+        sets, backend, examples = {FAKE_SET.label: FAKE_SET}, FakeBackend(), None
+    demo = build_demo(model_sets=sets, backend=backend, examples=examples)
+    _, url, _ = demo.launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_kwargs()
+    )
+    try:
+        yield url
+    finally:
+        demo.close()
+        if old is None:
+            os.environ.pop("GRADIO_EXAMPLES_CACHE", None)
+        else:
+            os.environ["GRADIO_EXAMPLES_CACHE"] = old
+
+
+def test_example_runs_and_shows_slider_and_metrics(page_url):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(page_url)
+            page.wait_for_selector("#taco-compare-btn", timeout=120_000)
+            assert "TACO" in page.title()
+
+            examples = page.locator(".gallery-item")
+            assert examples.count() >= 1
+            examples.first.click()
+
+            # both slider images, then a filled metrics table
+            page.wait_for_function(
+                "document.querySelectorAll('#taco-slider img').length >= 2",
+                timeout=300_000,
+            )
+            page.wait_for_selector("#taco-metrics .table-container:not(.no-rows)", timeout=300_000)
+            srcs = [page.locator("#taco-slider img").nth(i).get_attribute("src") for i in range(2)]
+            assert all(srcs) and srcs[0] != srcs[1]
+            table = page.inner_text("#taco-metrics")
+            assert "TACO" in table and "ELIC" in table
+            # caption box was filled from the example; status mentions the encoder-only caption
+            assert page.locator("#taco-caption textarea").input_value()
+            assert "encoder only" in page.inner_text("#taco-status")
+            assert not errors, errors
+
+            shot = os.environ.get("TACO_UI_SCREENSHOT")
+            if shot:
+                page.wait_for_timeout(1500)
+                page.screenshot(path=shot)
+        finally:
+            browser.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# Screenshot for docs/: `python tests/test_ui_browser.py docs/screenshot.png [--stand-in]`
+# (default: the shipped models and examples; --stand-in: the fake quantiser codecs, layout only)
+# ------------------------------------------------------------------------------------------------
+
+
+def take_screenshot(out: str, stand_in: bool = False, example: int = 1, height: int = 1240) -> None:
+    import tempfile
+
+    from playwright.sync_api import sync_playwright
+
+    from app.ui.layout import build_demo, launch_kwargs
+
+    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", tempfile.mkdtemp(prefix="taco-shot-"))
+    if stand_in:
+        backend = FakeBackend()
+        for codec in backend.codecs.values():
+            codec.description = "stand-in quantiser"
+        ms = H.ModelSet("Layout preview (stand-in codecs)", "taco-fake", "elic-fake", True)
+        demo = build_demo(model_sets={ms.label: ms}, backend=backend)
+    else:
+        demo = build_demo()
+    _, url, _ = demo.launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_kwargs()
+    )
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1600, "height": height})
+            page.goto(url)
+            page.wait_for_selector("#taco-compare-btn", timeout=120_000)
+            page.locator(".gallery-item").nth(example).click()
+            page.wait_for_selector("#taco-metrics .table-container:not(.no-rows)", timeout=900_000)
+            page.wait_for_timeout(4000)
+            page.screenshot(path=out)
+            browser.close()
+    finally:
+        demo.close()
+
+
+if __name__ == "__main__":
+    import sys
+
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    take_screenshot(args[0] if args else "docs/screenshot.png", "--stand-in" in sys.argv)
