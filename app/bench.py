@@ -1,0 +1,207 @@
+"""Latency and memory benchmark: ``python -m app bench`` → JSON on stdout.
+
+For each codec, on one image: ``warmup`` untimed compress/decompress rounds, then ``repeat``
+timed ones; the **median** wall time (``time.perf_counter``) of compress and of decompress is
+reported in ms, with the file size and bpp. ``peak_rss_mb`` is the process's peak resident set
+size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) after each codec and at the end — a
+high-water mark of the whole process, so it only grows.
+
+Default image: the first ``assets/*.png`` (sorted) if there is one, else scikit-image's
+``astronaut`` (512×512, public domain). Default codecs: jpeg, webp, avif, plus taco and elic when
+``app.codec`` can load them (listed under ``"skipped"`` with the reason otherwise). Codecs named
+with ``--codecs`` must load.
+
+Extending: `run_bench` takes ``extra`` — named zero-argument callables timed the same way
+(warm median, RSS after) and reported under ``"extra"`` — so further timings (e.g. a whole UI
+request) plug in without touching the codec loop; `time_call` is the shared timer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.errors import TacoError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ASSETS_DIR = REPO_ROOT / "assets"
+DEFAULT_CODECS: tuple[str, ...] = ("jpeg", "webp", "avif")
+#: Learned codecs tried by default (skipped with a reason when they cannot be loaded).
+OPTIONAL_CODECS: tuple[str, ...] = ("taco", "elic")
+
+
+@dataclass
+class Timing:
+    """Median / min / max wall time in ms over ``repeat`` warm calls."""
+
+    median_ms: float
+    min_ms: float
+    max_ms: float
+    repeat: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        """JSON-ready, rounded to 0.01 ms."""
+        return {"median_ms": round(self.median_ms, 2), "min_ms": round(self.min_ms, 2),
+                "max_ms": round(self.max_ms, 2), "repeat": self.repeat}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scale = 1.0 / (1024 * 1024) if sys.platform == "darwin" else 1.0 / 1024
+    return round(peak * scale, 1)
+
+
+def time_call(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1) -> tuple[Timing, Any]:
+    """Call ``fn`` ``warmup`` times untimed, then ``repeat`` times timed; (timing, last result)."""
+    if repeat < 1:
+        raise TacoError("--repeat must be at least 1")
+    result: Any = None
+    for _ in range(max(0, warmup)):
+        result = fn()
+    times: list[float] = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return Timing(statistics.median(times), min(times), max(times), repeat), result
+
+
+def default_image_path() -> Path | None:
+    """First ``assets/*.png`` by name, or None."""
+    pngs = sorted(ASSETS_DIR.glob("*.png")) if ASSETS_DIR.is_dir() else []
+    return pngs[0] if pngs else None
+
+
+def load_bench_image(path: Path | None) -> tuple[np.ndarray, str]:
+    """The benchmark image as HxWx3 uint8 and a label for the report."""
+    from app.evaluate import load_rgb
+
+    if path is None:
+        path = default_image_path()
+    if path is not None:
+        return load_rgb(path), str(path)
+    try:
+        from skimage import data
+    except ImportError as exc:
+        raise TacoError("no assets/*.png and scikit-image is not installed: pass --image") from exc
+    return np.ascontiguousarray(data.astronaut()), "skimage.data.astronaut"
+
+
+def bench_codec(codec: Any, image: np.ndarray, rate: float | None = None, caption: str = "",
+                repeat: int = 5, warmup: int = 1) -> dict[str, Any]:
+    """Warm median compress and decompress latency of one codec on one image."""
+    h, w = image.shape[:2]
+    enc, data = time_call(lambda: codec.compress(image, caption=caption, lmbda=rate), repeat, warmup)
+    dec, _ = time_call(lambda: codec.decompress(data), repeat, warmup)
+    return {
+        "rate": rate,
+        "bytes": len(data),
+        "bpp": round(8.0 * len(data) / (h * w), 4),
+        "compress": enc.as_dict(),
+        "decompress": dec.as_dict(),
+        "peak_rss_mb_after": peak_rss_mb(),
+    }
+
+
+def run_bench(
+    image: np.ndarray,
+    codecs: Mapping[str, Any],
+    rate: float | None = None,
+    caption: str = "",
+    repeat: int = 5,
+    warmup: int = 1,
+    extra: Mapping[str, Callable[[], Any]] | None = None,
+) -> dict[str, Any]:
+    """Benchmark loaded ``codecs`` (name → codec) and any ``extra`` named callables."""
+    report: dict[str, Any] = {"codecs": {}, "extra": {}}
+    for name, codec in codecs.items():
+        report["codecs"][name] = bench_codec(codec, image, rate, caption, repeat, warmup)
+    for name, fn in (extra or {}).items():
+        timing, _ = time_call(fn, repeat, warmup)
+        report["extra"][name] = {**timing.as_dict(), "peak_rss_mb_after": peak_rss_mb()}
+    report["peak_rss_mb"] = peak_rss_mb()
+    return report
+
+
+def load_codecs(names: Sequence[str], optional: Sequence[str] = ()) -> tuple[dict[str, Any], dict[str, str]]:
+    """Load codecs by name; failures of ``optional`` ones are returned as {name: reason}."""
+    from app.evaluate import get_codec
+
+    loaded: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for name in names:
+        loaded[name] = get_codec(name)
+    for name in optional:
+        try:
+            loaded[name] = get_codec(name)
+        except (TacoError, ImportError, OSError) as exc:
+            skipped[name] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return loaded, skipped
+
+
+def setup_args(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Add the ``bench`` options to ``parser`` (a new parser when None) and return it."""
+    if parser is None:
+        parser = argparse.ArgumentParser(prog="python -m app bench")
+    parser.description = "Warm median compress/decompress latency and peak RSS per codec (JSON)."
+    parser.add_argument("--image", type=Path, default=None,
+                        help="image to encode (default: first assets/*.png, else skimage astronaut)")
+    parser.add_argument("--codecs", default=None,
+                        help="comma-separated codecs (default: jpeg,webp,avif + taco,elic if loadable)")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="λ (learned) / quality (classical); default: each codec's default")
+    parser.add_argument("--caption", default="", help="caption for learned codecs")
+    parser.add_argument("--repeat", type=int, default=5, help="timed rounds (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default: %(default)s)")
+    return parser
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run ``bench`` from parsed arguments; prints JSON; returns the exit code."""
+    try:
+        image, label = load_bench_image(args.image)
+        if args.codecs:
+            names = [c.strip().lower() for c in args.codecs.split(",") if c.strip()]
+            codecs, skipped = load_codecs(names)
+        else:
+            codecs, skipped = load_codecs(DEFAULT_CODECS, OPTIONAL_CODECS)
+        import torch
+
+        report: dict[str, Any] = {
+            "image": label,
+            "size": [int(image.shape[1]), int(image.shape[0])],
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(),
+            **run_bench(image, codecs, args.rate, args.caption, args.repeat, args.warmup),
+            "skipped": skipped,
+        }
+    except TacoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2  # the CLI's exit code for user errors
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m app bench …``; returns the process exit code."""
+    args = setup_args().parse_args(list(sys.argv[1:] if argv is None else argv))
+    return run_from_args(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

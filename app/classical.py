@@ -1,0 +1,227 @@
+"""Classical codecs (JPEG, WebP, AVIF through Pillow) behind the `Codec` protocol.
+
+Every codec here follows ``docs/ARCHITECTURE.md``:
+
+* ``compress(image, caption="", lmbda=None, target_bpp=None) -> bytes`` — ``image`` is a PIL
+  image (converted to RGB) or an HxWx3 ``uint8`` array; ``caption`` is ignored; ``lmbda`` is the
+  **quality** 1–100 (integer; default `PillowCodec.default_quality` = 75).
+* ``decompress(data) -> PIL.Image.Image`` in mode RGB. Bytes that are not a valid file of the
+  codec's own format raise `BitstreamError`.
+* ``name``, ``rate_range = (1, 100)`` (quality), ``rate_ladder = None``.
+
+Encoder settings (fixed, so numbers are reproducible):
+
+=====  ====================================================================================
+JPEG   baseline, Huffman tables not optimised, chroma subsampling 4:2:0 (Pillow's defaults,
+       stated explicitly). Quality 50 on Kodak-24 gives ≈ 0.906 bpp / 32.17 dB (see RESULTS).
+WebP   lossy, ``method=4`` (Pillow's default speed/quality trade-off), 4:2:0 as WebP always is.
+AVIF   Pillow's AVIF encoder (built in since Pillow 11.3; else the ``pillow_avif`` plugin),
+       4:2:0, ``speed=6``.
+=====  ====================================================================================
+
+Target bit rate (``target_bpp``). Encoded size grows with quality, so the quality is found by
+bisection on *real* encodings (≈ 7 encodes): the search brackets the target between the highest
+quality whose bpp ≤ target and the next quality up, and returns whichever of the two is
+**closer** to the target (a tie goes to the smaller file). Below the rate of quality 1 the
+quality-1 file is returned; above quality 100, the quality-100 file. When ``target_bpp`` is
+given it wins over ``lmbda``. `PillowCodec.compress_to_bpp` also returns the chosen quality.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import warnings
+from typing import ClassVar
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from app.errors import BitstreamError, ConfigError, ImageInputError, MissingModelError
+
+#: Names accepted by `get_classical_codec`.
+CLASSICAL_CODECS: tuple[str, ...] = ("jpeg", "webp", "avif")
+
+
+def as_pil_rgb(image: Image.Image | np.ndarray) -> Image.Image:
+    """The codec input as an RGB PIL image (PIL image of any mode, or HxWx3 uint8 array)."""
+    if isinstance(image, Image.Image):
+        if image.width == 0 or image.height == 0:
+            raise ImageInputError("empty image")
+        return image if image.mode == "RGB" else image.convert("RGB")
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ImageInputError(f"expected an HxWx3 uint8 array, got {image.dtype} {image.shape}")
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise ImageInputError("empty image")
+        return Image.fromarray(np.ascontiguousarray(image), mode="RGB")
+    raise ImageInputError(f"expected a PIL image or numpy array, got {type(image).__name__}")
+
+
+class PillowCodec:
+    """A lossy Pillow format as a `Codec`; subclasses set the format and encoder options."""
+
+    name: ClassVar[str] = ""
+    pil_format: ClassVar[str] = ""
+    rate_range: tuple[float, float] | None = (1.0, 100.0)
+    rate_ladder: list[float] | None = None
+    default_quality: ClassVar[int] = 75
+    #: Highest quality; `rate_range` is (1, max_quality).
+    max_quality: ClassVar[int] = 100
+
+    def _save_options(self) -> dict[str, object]:
+        return {}
+
+    # -- rate control -------------------------------------------------------------------------
+
+    def quality_from_lmbda(self, lmbda: float | None) -> int:
+        """The integer quality for ``lmbda`` (None → default); outside 1–100 raises `ConfigError`."""
+        if lmbda is None:
+            return self.default_quality
+        q = float(lmbda)
+        if not (1.0 <= q <= self.max_quality):
+            raise ConfigError(f"{self.name}: quality must be between 1 and {self.max_quality}, got {lmbda}")
+        return int(round(q))
+
+    def encode(self, image: Image.Image | np.ndarray, quality: int) -> bytes:
+        """Encode at an integer quality 1–100."""
+        pil = as_pil_rgb(image)
+        buf = io.BytesIO()
+        pil.save(buf, format=self.pil_format, quality=int(quality), **self._save_options())
+        return buf.getvalue()
+
+    def compress_to_bpp(self, image: Image.Image | np.ndarray, target_bpp: float) -> tuple[bytes, int]:
+        """Encode at the quality whose real bpp is closest to ``target_bpp`` (see module doc).
+
+        Returns ``(data, quality)``.
+        """
+        if not (target_bpp > 0 and np.isfinite(target_bpp)):
+            raise ConfigError(f"{self.name}: target bpp must be a positive number, got {target_bpp}")
+        pil = as_pil_rgb(image)
+        pixels = pil.width * pil.height
+        cache: dict[int, bytes] = {}
+
+        def rate(q: int) -> float:
+            if q not in cache:
+                cache[q] = self.encode(pil, q)
+            return 8.0 * len(cache[q]) / pixels
+
+        lo, hi = 1, self.max_quality
+        if rate(lo) >= target_bpp:
+            return cache[lo], lo
+        if rate(hi) <= target_bpp:
+            return cache[hi], hi
+        # Invariant: rate(lo) < target < rate(hi).
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if rate(mid) <= target_bpp:
+                lo = mid
+            else:
+                hi = mid
+        best = lo if target_bpp - rate(lo) <= rate(hi) - target_bpp else hi
+        return cache[best], best
+
+    # -- Codec protocol -----------------------------------------------------------------------
+
+    def compress(
+        self,
+        image: Image.Image | np.ndarray,
+        caption: str = "",
+        lmbda: float | None = None,
+        target_bpp: float | None = None,
+    ) -> bytes:
+        """Encode ``image``; ``lmbda`` is the quality 1–100, ``target_bpp`` (if given) wins.
+
+        ``caption`` is accepted for the protocol and ignored.
+        """
+        del caption
+        if target_bpp is not None:
+            return self.compress_to_bpp(image, target_bpp)[0]
+        return self.encode(image, self.quality_from_lmbda(lmbda))
+
+    def decompress(self, data: bytes) -> Image.Image:
+        """Decode bytes of this codec's format to an RGB image; anything else raises `BitstreamError`."""
+        if not isinstance(data, bytes | bytearray | memoryview) or len(data) == 0:
+            raise BitstreamError(f"{self.name}: empty or non-bytes input")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(io.BytesIO(bytes(data)), formats=[self.pil_format])
+                img.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise BitstreamError(f"{self.name}: image too large to decode safely") from exc
+        except UnidentifiedImageError as exc:
+            raise BitstreamError(f"{self.name}: not a readable {self.pil_format} file") from exc
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            raise BitstreamError(f"{self.name}: corrupted {self.pil_format} data ({exc})") from exc
+        return img if img.mode == "RGB" else img.convert("RGB")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class JpegCodec(PillowCodec):
+    """Baseline JPEG, 4:2:0, non-optimised Huffman tables (Pillow defaults)."""
+
+    name = "jpeg"
+    pil_format = "JPEG"
+
+    def _save_options(self) -> dict[str, object]:
+        return {"subsampling": "4:2:0", "optimize": False, "progressive": False}
+
+
+class WebpCodec(PillowCodec):
+    """Lossy WebP, ``method=4``."""
+
+    name = "webp"
+    pil_format = "WEBP"
+
+    def _save_options(self) -> dict[str, object]:
+        return {"lossless": False, "method": 4}
+
+
+def _ensure_avif() -> None:
+    from PIL import features
+
+    if features.check("avif"):
+        return
+    try:
+        import pillow_avif  # noqa: F401 - registers the AVIF plugin with Pillow
+    except ImportError as exc:
+        raise MissingModelError(
+            "AVIF needs Pillow ≥ 11.3 built with libavif or the pillow-avif-plugin package"
+        ) from exc
+
+
+class AvifCodec(PillowCodec):
+    """AVIF (AV1 intra), 4:2:0, ``speed=6``."""
+
+    name = "avif"
+    pil_format = "AVIF"
+
+    def __init__(self) -> None:
+        _ensure_avif()
+
+    def _save_options(self) -> dict[str, object]:
+        return {"subsampling": "4:2:0", "speed": 6}
+
+
+_CLASSES: dict[str, type[PillowCodec]] = {"jpeg": JpegCodec, "webp": WebpCodec, "avif": AvifCodec}
+
+
+def is_classical(name: str) -> bool:
+    """True for the names `get_classical_codec` serves."""
+    return name.lower().strip() in _CLASSES
+
+
+def get_classical_codec(name: str) -> PillowCodec:
+    """The (shared, stateless) codec instance for ``"jpeg"``, ``"webp"`` or ``"avif"``."""
+    key = name.lower().strip()
+    if key not in _CLASSES:
+        raise ConfigError(f"unknown classical codec {name!r}; available: {', '.join(CLASSICAL_CODECS)}")
+    return _instance(key)
+
+
+@functools.cache
+def _instance(key: str) -> PillowCodec:
+    return _CLASSES[key]()

@@ -1,0 +1,794 @@
+"""Rate–distortion evaluation: ``python -m app eval`` (CSV, summary JSON, plots, BD-rates).
+
+For every (image, codec, rate) the codec really encodes and decodes the image; bpp comes from the
+byte count (8·bytes / (H·W) of the original image), quality from the decoded pixels
+(`app.metrics`, conventions of spec/taco.md §8):
+
+==============  ============================================================================
+column          meaning
+==============  ============================================================================
+image           file name inside ``--images``
+codec, rate     codec name; λ for learned codecs, quality 1–100 for classical ones
+width, height   original size; ``bytes``, ``bpp`` from the real encoded file
+psnr            8-bit RGB PSNR (decoded image as the user gets it) — the headline
+psnr_float      paper convention: [0, 1], x̂ unclamped/unrounded; needs the codec's optional
+                ``decompress_float(data) -> HxWx3 float array`` hook. For 8-bit codecs (JPEG,
+                WebP, AVIF) it is the same number as ``psnr``; empty when unavailable
+ms_ssim         pytorch-msssim, data_range 1; ``ms_ssim_resized`` = 1 when the images were
+                resized to a 256-px shorter side first (shorter side ≤ 160 px)
+lpips           LPIPS-alex v0.1, standard convention (inputs scaled to [-1, 1])
+lpips_paper     LPIPS-alex v0.1, TACO paper convention ([0, 1] inputs, no scaling)
+encode_ms       wall time of ``compress`` (includes any text encoding for learned codecs)
+decode_ms       wall time of ``decompress``
+==============  ============================================================================
+
+Outputs in ``--out``: ``results.csv`` (one row per image × codec × rate, appended as it goes;
+a re-run skips rows already there), ``summary.json`` (per codec and rate: the mean of each
+column over the images — PSNR is averaged per image in dB, not from a mean MSE), ``report.md``
+(the mean table and BD-rate tables), ``rd_plots.html`` (plotly) and ``rd_plots.png``
+(matplotlib, an offline renderer; skipped if matplotlib is missing).
+
+BD-rate (`bd_rate`): Bjøntegaard delta rate of a test codec against ``--anchor``, computed on the
+per-codec curves of mean bpp vs mean quality. Log-rate is interpolated as a function of quality
+and integrated over the *overlapping* quality interval; the result is
+``(exp(mean Δlog-rate) − 1)·100`` %, negative = fewer bits than the anchor at equal quality.
+Default interpolation: **piecewise cubic Hermite (PCHIP, Fritsch–Carlson monotone slopes)**,
+integrated exactly, as in the newer VCEG/JVET reference sheets; ``--bd-method cubic`` uses the
+original VCEG-M33 least-squares cubic polynomial (needs ≥ 4 points). Quality is PSNR (dB),
+MS-SSIM, and −LPIPS (LPIPS is lower-is-better, so its negation is used as quality).
+
+Captions (``--captions JSON``): an object mapping file name (or file stem) to a caption string
+or a list of captions; for a list the **first** caption is used. Images without an entry get the
+empty caption. Classical codecs ignore captions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from app.errors import ConfigError, ImageInputError, MissingModelError, TacoError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+
+CSV_COLUMNS: tuple[str, ...] = (
+    "image", "codec", "rate", "width", "height", "bytes", "bpp",
+    "psnr", "psnr_float", "ms_ssim", "ms_ssim_resized", "lpips", "lpips_paper",
+    "encode_ms", "decode_ms",
+)
+#: Columns averaged in the summary.
+MEAN_COLUMNS: tuple[str, ...] = (
+    "bpp", "psnr", "psnr_float", "ms_ssim", "lpips", "lpips_paper", "encode_ms", "decode_ms",
+)
+
+#: Default qualities for the classical codecs: about 0.1–1.5 bpp on Kodak (JPEG cannot go below
+#: ≈ 0.2 bpp). JPEG keeps quality 50, the sanity anchor.
+DEFAULT_CLASSICAL_RATES: dict[str, list[float]] = {
+    "jpeg": [5, 10, 20, 35, 50, 75],
+    "webp": [1, 10, 25, 50, 75, 85],
+    "avif": [10, 20, 30, 40, 55, 70],
+}
+#: Number of log-spaced λ for a learned codec with a continuous ``rate_range`` and no ladder.
+LEARNED_DEFAULT_POINTS = 6
+
+BdMethod = Literal["pchip", "cubic"]
+#: Quality metrics that get a BD-rate table: name -> (summary column, sign so higher is better).
+BD_METRICS: dict[str, tuple[str, float]] = {
+    "psnr": ("psnr", 1.0),
+    "ms_ssim": ("ms_ssim", 1.0),
+    "lpips": ("lpips", -1.0),
+}
+
+
+class EvalCodec(Protocol):
+    """The part of the `Codec` protocol the evaluation uses."""
+
+    name: str
+    rate_range: tuple[float, float] | None
+    rate_ladder: list[float] | None
+
+    def compress(self, image: Any, caption: str = "", lmbda: float | None = None,
+                 target_bpp: float | None = None) -> bytes: ...
+
+    def decompress(self, data: bytes) -> Any: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+def shared_dir() -> Path:
+    """The project's ``shared/`` folder: ``$TACO_SHARED`` or ``<repo>/../shared``."""
+    env = os.environ.get("TACO_SHARED")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
+
+
+def list_images(folder: Path, limit: int | None = None) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name, at most ``limit``."""
+    if not folder.is_dir():
+        raise ImageInputError(f"image folder not found: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if limit is not None:
+        files = files[: max(0, limit)]
+    if not files:
+        raise ImageInputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return files
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    """An image file as HxWx3 uint8 (EXIF orientation applied, any mode converted to RGB).
+
+    No resizing: evaluation is at full resolution.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            return np.asarray(im.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise ImageInputError(f"cannot read image {path.name}: {exc}") from exc
+
+
+def load_captions(path: Path | None) -> dict[str, str]:
+    """Captions JSON → {key: caption}; a list value gives its first caption (see module doc)."""
+    if path is None:
+        return {}
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read captions {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"captions {path}: expected a JSON object filename -> caption")
+    out: dict[str, str] = {}
+    for key, value in raw.items():
+        if isinstance(value, list):
+            value = value[0] if value else ""
+        if not isinstance(value, str):
+            raise ConfigError(f"captions {path}: entry {key!r} is not a string or list of strings")
+        out[str(key)] = value
+    return out
+
+
+def caption_for(captions: Mapping[str, str], image: Path) -> str:
+    """The caption of ``image``: by file name, else by stem, else ``""``."""
+    return captions.get(image.name, captions.get(image.stem, ""))
+
+
+def format_rate(rate: float) -> str:
+    """Canonical text of a rate value (the CSV key): ``50``, ``0.0008``."""
+    return f"{float(rate):g}"
+
+
+def parse_rates(specs: Sequence[str] | None, codecs: Sequence[str]) -> dict[str, list[float] | None]:
+    """``--rates`` values → per-codec rate lists (None = the codec's default).
+
+    Each spec is ``CODEC=r1,r2,...`` (for one codec) or ``r1,r2,...`` (for every codec without
+    its own spec). Specs may be given several times or joined with ``;``.
+    """
+    result: dict[str, list[float] | None] = {c: None for c in codecs}
+    common: list[float] | None = None
+    for spec in specs or []:
+        for part in filter(None, (s.strip() for s in spec.split(";"))):
+            name, sep, values = part.partition("=")
+            try:
+                rates = [float(v) for v in (values if sep else name).split(",") if v.strip()]
+            except ValueError as exc:
+                raise ConfigError(f"bad --rates value {part!r}: {exc}") from exc
+            if not rates:
+                raise ConfigError(f"--rates {part!r} lists no rate")
+            if sep:
+                key = name.strip().lower()
+                if key not in result:
+                    raise ConfigError(f"--rates names codec {key!r}, which is not in --codecs")
+                result[key] = rates
+            else:
+                common = rates
+    if common is not None:
+        for c in codecs:
+            if result[c] is None:
+                result[c] = list(common)
+    return result
+
+
+def default_rates(name: str, codec: EvalCodec) -> list[float]:
+    """The default rate set of a codec (see ``--help``)."""
+    if name in DEFAULT_CLASSICAL_RATES:
+        return list(DEFAULT_CLASSICAL_RATES[name])
+    if codec.rate_ladder:
+        return [float(r) for r in codec.rate_ladder]
+    if codec.rate_range:
+        lo, hi = codec.rate_range
+        return [float(r) for r in np.geomspace(lo, hi, LEARNED_DEFAULT_POINTS)]
+    raise ConfigError(f"codec {name!r} has neither a rate ladder nor a rate range: pass --rates")
+
+
+def get_codec(name: str) -> EvalCodec:
+    """A classical codec, or a learned one through ``app.codec.load_codec`` (imported lazily)."""
+    from app.classical import get_classical_codec, is_classical
+
+    if is_classical(name):
+        return get_classical_codec(name)
+    try:
+        from app.codec import load_codec
+    except ImportError as exc:
+        raise MissingModelError(f"learned codec {name!r} needs app.codec, which is not available") from exc
+    return load_codec(name)
+
+
+# --------------------------------------------------------------------------------------------
+# One measurement
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.{digits}f}"
+
+
+def measure(codec: EvalCodec, image: np.ndarray, caption: str, rate: float,
+            lpips_fn: Callable[..., float] | None = None) -> dict[str, str]:
+    """Encode + decode one image at one rate; the CSV row (without ``image``) as strings."""
+    from app.classical import PillowCodec
+    from app.metrics import lpips, ms_ssim, ms_ssim_needs_resize, psnr, psnr_float, to_uint8_rgb
+
+    lpips_fn = lpips_fn or lpips
+    h, w = image.shape[:2]
+    t0 = time.perf_counter()
+    data = codec.compress(image, caption=caption, lmbda=rate)
+    t1 = time.perf_counter()
+    decoded = codec.decompress(data)
+    t2 = time.perf_counter()
+    out = to_uint8_rgb(decoded, "decoded image")
+    if out.shape != image.shape:
+        raise TacoError(f"{codec.name}: decoded size {out.shape[:2]} differs from input {(h, w)}")
+
+    p_float: float | None = None
+    hook = getattr(codec, "decompress_float", None)
+    if callable(hook):
+        p_float = psnr_float(image, np.asarray(hook(data), dtype=np.float64))
+    elif isinstance(codec, PillowCodec):  # 8-bit output: the paper's x̂ is the 8-bit image
+        p_float = psnr_float(image, out)
+
+    return {
+        "codec": codec.name,
+        "rate": format_rate(rate),
+        "width": str(w),
+        "height": str(h),
+        "bytes": str(len(data)),
+        "bpp": _fmt(8.0 * len(data) / (h * w), 6),
+        "psnr": _fmt(psnr(image, out), 4),
+        "psnr_float": _fmt(p_float, 4),
+        "ms_ssim": _fmt(ms_ssim(image, out), 6),
+        "ms_ssim_resized": "1" if ms_ssim_needs_resize(h, w) else "0",
+        "lpips": _fmt(lpips_fn(image, out, convention="standard"), 6),
+        "lpips_paper": _fmt(lpips_fn(image, out, convention="paper"), 6),
+        "encode_ms": _fmt((t1 - t0) * 1e3, 2),
+        "decode_ms": _fmt((t2 - t1) * 1e3, 2),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# CSV
+# --------------------------------------------------------------------------------------------
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """Rows of an existing results CSV ([] if absent); a foreign header raises `TacoError`.
+
+    A last line cut short by an interrupted run (no final newline) is removed from the file,
+    so that appending continues on a fresh line; rows with missing cells are ignored.
+    """
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        cut = raw.rfind(b"\n") + 1
+        with open(path, "r+b") as fh:
+            fh.truncate(cut)
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None:
+            return []
+        if tuple(reader.fieldnames) != CSV_COLUMNS:
+            raise TacoError(f"{path} has other columns than this version writes; use another --out")
+        return [r for r in reader if all(r.get(c) is not None for c in CSV_COLUMNS)]
+
+
+def row_key(row: Mapping[str, str]) -> tuple[str, str, str]:
+    """(image, codec, rate) identity of a CSV row."""
+    return row["image"], row["codec"], row["rate"]
+
+
+# --------------------------------------------------------------------------------------------
+# Summary and BD-rate
+# --------------------------------------------------------------------------------------------
+
+
+def _float(text: str) -> float:
+    return float(text) if text not in ("", None) else math.nan
+
+
+def summarize(rows: Iterable[Mapping[str, str]]) -> dict[str, list[dict[str, Any]]]:
+    """Per codec, per rate: image count and the mean of every `MEAN_COLUMNS` column.
+
+    Empty cells are skipped (mean over the images that have a value; None if none has).
+    Points are sorted by mean bpp.
+    """
+    groups: dict[tuple[str, str], list[Mapping[str, str]]] = {}
+    for row in rows:
+        groups.setdefault((row["codec"], row["rate"]), []).append(row)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for (codec, rate), members in groups.items():
+        point: dict[str, Any] = {"rate": rate, "n": len(members)}
+        for col in MEAN_COLUMNS:
+            vals = np.array([_float(r[col]) for r in members], dtype=np.float64)
+            vals = vals[~np.isnan(vals)]
+            point[col] = float(np.mean(vals)) if vals.size else None
+        point["ms_ssim_resized"] = sum(r["ms_ssim_resized"] == "1" for r in members)
+        out.setdefault(codec, []).append(point)
+    for points in out.values():
+        points.sort(key=lambda p: (p["bpp"], float(p["rate"])))
+    return out
+
+
+def _pchip_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Fritsch–Carlson monotone slopes (the PCHIP rule, incl. its three-point end slopes)."""
+    h = np.diff(x)
+    m = np.diff(y) / h
+    n = x.size
+    if n == 2:
+        return np.array([m[0], m[0]])
+    d = np.zeros(n)
+    for k in range(1, n - 1):
+        if m[k - 1] * m[k] > 0:
+            w1 = 2 * h[k] + h[k - 1]
+            w2 = h[k] + 2 * h[k - 1]
+            d[k] = (w1 + w2) / (w1 / m[k - 1] + w2 / m[k])
+
+    def edge(h0: float, h1: float, m0: float, m1: float) -> float:
+        e = ((2 * h0 + h1) * m0 - h0 * m1) / (h0 + h1)
+        if np.sign(e) != np.sign(m0):
+            return 0.0
+        if np.sign(m0) != np.sign(m1) and abs(e) > abs(3 * m0):
+            return 3 * m0
+        return float(e)
+
+    d[0] = edge(h[0], h[1], m[0], m[1])
+    d[-1] = edge(h[-1], h[-2], m[-1], m[-2])
+    return d
+
+
+def pchip_integral(x: Sequence[float], y: Sequence[float], lo: float, hi: float) -> float:
+    """∫ from lo to hi of the PCHIP interpolant through (x, y); x strictly increasing, lo ≥ x[0], hi ≤ x[-1]."""
+    xs = np.asarray(x, dtype=np.float64)
+    ys = np.asarray(y, dtype=np.float64)
+    d = _pchip_slopes(xs, ys)
+    total = 0.0
+    for k in range(xs.size - 1):
+        a, b = max(lo, xs[k]), min(hi, xs[k + 1])
+        if b <= a:
+            continue
+        hk = xs[k + 1] - xs[k]
+        mk = (ys[k + 1] - ys[k]) / hk
+        # y(t) = c0 + c1 t + c2 t² + c3 t³ with t = x − x_k (cubic Hermite on the segment)
+        c0, c1 = ys[k], d[k]
+        c2 = (3 * mk - 2 * d[k] - d[k + 1]) / hk
+        c3 = (d[k] + d[k + 1] - 2 * mk) / hk**2
+        ta, tb = a - xs[k], b - xs[k]
+
+        def prim(t: float, c0: float = c0, c1: float = c1, c2: float = c2, c3: float = c3) -> float:
+            return c0 * t + c1 * t**2 / 2 + c2 * t**3 / 3 + c3 * t**4 / 4
+
+        total += prim(tb) - prim(ta)
+    return float(total)
+
+
+def _prepare_curve(rates: Sequence[float], quality: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(quality, log-rate) sorted by quality, equal qualities merged, non-finite points dropped."""
+    r = np.asarray(rates, dtype=np.float64)
+    q = np.asarray(quality, dtype=np.float64)
+    ok = np.isfinite(r) & np.isfinite(q) & (r > 0)
+    r, q = r[ok], q[ok]
+    order = np.argsort(q, kind="stable")
+    q, lr = q[order], np.log(r[order])
+    uq = np.unique(q)
+    lr = np.array([lr[q == v].mean() for v in uq])
+    return uq, lr
+
+
+def bd_rate(anchor_rates: Sequence[float], anchor_quality: Sequence[float],
+            test_rates: Sequence[float], test_quality: Sequence[float],
+            method: BdMethod = "pchip") -> float | None:
+    """Bjøntegaard delta rate (%) of test vs anchor; None when the curves do not overlap.
+
+    Quality must be higher-is-better (pass −LPIPS for LPIPS). Log-rate is fitted as a function
+    of quality — PCHIP (default) or a least-squares cubic (``"cubic"``) — and the mean log-rate
+    difference over the overlapping quality interval gives ``(exp(Δ) − 1)·100``.
+    Needs ≥ 2 distinct points per curve for PCHIP, ≥ 4 for cubic.
+    """
+    qa, ra = _prepare_curve(anchor_rates, anchor_quality)
+    qt, rt = _prepare_curve(test_rates, test_quality)
+    need = 4 if method == "cubic" else 2
+    if qa.size < need or qt.size < need:
+        return None
+    lo, hi = max(qa[0], qt[0]), min(qa[-1], qt[-1])
+    if not hi > lo:
+        return None
+    if method == "pchip":
+        ia = pchip_integral(qa, ra, lo, hi)
+        it = pchip_integral(qt, rt, lo, hi)
+    elif method == "cubic":
+        pa = np.polyint(np.polyfit(qa, ra, 3))
+        pt = np.polyint(np.polyfit(qt, rt, 3))
+        ia = float(np.polyval(pa, hi) - np.polyval(pa, lo))
+        it = float(np.polyval(pt, hi) - np.polyval(pt, lo))
+    else:
+        raise ConfigError(f"unknown BD-rate method {method!r}; use 'pchip' or 'cubic'")
+    return float((math.exp((it - ia) / (hi - lo)) - 1.0) * 100.0)
+
+
+def bd_rates(summary: Mapping[str, list[dict[str, Any]]], anchor: str,
+             method: BdMethod = "pchip") -> dict[str, dict[str, float | None]]:
+    """BD-rate of every codec against ``anchor`` for each metric in `BD_METRICS`."""
+    out: dict[str, dict[str, float | None]] = {}
+    if anchor not in summary:
+        return out
+    for metric, (col, sign) in BD_METRICS.items():
+        def curve(points: list[dict[str, Any]], col: str = col, sign: float = sign
+                  ) -> tuple[list[float], list[float]]:
+            pts = [p for p in points if p["bpp"] is not None and p[col] is not None]
+            return [p["bpp"] for p in pts], [sign * p[col] for p in pts]
+
+        ar, aq = curve(summary[anchor])
+        out[metric] = {}
+        for codec, points in summary.items():
+            if codec == anchor:
+                continue
+            tr, tq = curve(points)
+            out[metric][codec] = bd_rate(ar, aq, tr, tq, method)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Reports
+# --------------------------------------------------------------------------------------------
+
+
+def _cell(value: Any, digits: int) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞"
+    return f"{value:.{digits}f}"
+
+
+def markdown_tables(summary: Mapping[str, list[dict[str, Any]]],
+                    bd: Mapping[str, Mapping[str, float | None]], anchor: str,
+                    method: BdMethod) -> str:
+    """The mean table and the BD-rate table as markdown."""
+    lines = [
+        "| codec | rate | n | bpp | PSNR (dB) | PSNR float (dB) | MS-SSIM | LPIPS | LPIPS (paper conv.) | enc ms | dec ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for codec, points in summary.items():
+        for p in points:
+            lines.append(
+                f"| {codec} | {p['rate']} | {p['n']} | {_cell(p['bpp'], 3)} | {_cell(p['psnr'], 2)} | "
+                f"{_cell(p['psnr_float'], 2)} | {_cell(p['ms_ssim'], 4)} | {_cell(p['lpips'], 4)} | "
+                f"{_cell(p['lpips_paper'], 4)} | {_cell(p['encode_ms'], 1)} | {_cell(p['decode_ms'], 1)} |"
+            )
+    lines += ["", f"BD-rate against **{anchor}** ({method}; negative = fewer bits at equal quality):", "",
+              "| codec | BD-rate PSNR | BD-rate MS-SSIM | BD-rate LPIPS |", "|---|---:|---:|---:|"]
+    codecs = [c for c in summary if c != anchor]
+    for codec in codecs:
+        cells = []
+        for metric in BD_METRICS:
+            v = bd.get(metric, {}).get(codec)
+            cells.append("n/a (no overlap)" if v is None else f"{v:+.1f} %")
+        lines.append(f"| {codec} | " + " | ".join(cells) + " |")
+    if not codecs:
+        lines.append("| (only the anchor was evaluated) | | | |")
+    return "\n".join(lines) + "\n"
+
+
+_PLOT_PANELS: tuple[tuple[str, str], ...] = (
+    ("psnr", "PSNR (dB, 8-bit) ↑"),
+    ("ms_ssim", "MS-SSIM ↑"),
+    ("lpips", "LPIPS-alex (standard) ↓"),
+)
+
+
+def write_plotly(summary: Mapping[str, list[dict[str, Any]]], path: Path, title: str,
+                 include_plotlyjs: bool | str = True) -> Path:
+    """RD curves (bpp vs PSNR, MS-SSIM, LPIPS) as one plotly HTML file.
+
+    ``include_plotlyjs=True`` embeds plotly.js (≈ 4.8 MB, works offline); ``"directory"``
+    writes ``plotly.min.js`` beside it; ``"cdn"`` needs the internet to view.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=len(_PLOT_PANELS), subplot_titles=[t for _, t in _PLOT_PANELS])
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"]
+    for i, (codec, points) in enumerate(summary.items()):
+        color = palette[i % len(palette)]
+        for j, (col, _) in enumerate(_PLOT_PANELS):
+            pts = [p for p in points if p["bpp"] is not None and p[col] is not None]
+            fig.add_trace(
+                go.Scatter(
+                    x=[p["bpp"] for p in pts], y=[p[col] for p in pts], mode="lines+markers",
+                    name=codec, legendgroup=codec, showlegend=(j == 0), line={"color": color},
+                    text=[f"{codec} rate {p['rate']}" for p in pts],
+                    hovertemplate="%{text}<br>bpp %{x:.3f}<br>%{y:.4f}<extra></extra>",
+                ),
+                row=1, col=j + 1,
+            )
+            fig.update_xaxes(title_text="bpp", row=1, col=j + 1)
+    fig.update_layout(title=title, height=450, width=1400, template="plotly_white")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.write_html(str(path), include_plotlyjs=include_plotlyjs, full_html=True)
+    return path
+
+
+def write_png(summary: Mapping[str, list[dict[str, Any]]], path: Path, title: str) -> Path | None:
+    """The same RD curves as a PNG via matplotlib (Agg, offline); None if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, len(_PLOT_PANELS), figsize=(15, 4.2))
+    for codec, points in summary.items():
+        for ax, (col, _) in zip(axes, _PLOT_PANELS, strict=True):
+            pts = [p for p in points if p["bpp"] is not None and p[col] is not None]
+            ax.plot([p["bpp"] for p in pts], [p[col] for p in pts], marker="o", label=codec)
+    for ax, (_, label) in zip(axes, _PLOT_PANELS, strict=True):
+        ax.set_xlabel("bpp")
+        ax.set_title(label)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Runner
+# --------------------------------------------------------------------------------------------
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace non-finite floats (PSNR ∞ of a lossless file) by strings JSON can hold."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "inf" if value > 0 else ("-inf" if value < 0 else None)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+@dataclass
+class EvalResult:
+    """What `run_eval` produced."""
+
+    out_dir: Path
+    csv_path: Path
+    summary_path: Path
+    report_path: Path
+    plot_paths: list[Path] = field(default_factory=list)
+    computed: int = 0
+    skipped: int = 0
+    summary: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    bd: dict[str, dict[str, float | None]] = field(default_factory=dict)
+
+
+def run_eval(
+    images: Path,
+    codecs: Sequence[str],
+    out_dir: Path,
+    rates: Mapping[str, Sequence[float] | None] | None = None,
+    captions: Path | None = None,
+    anchor: str | None = None,
+    limit: int | None = None,
+    bd_method: BdMethod = "pchip",
+    plotlyjs: bool | str = True,
+    progress: bool = True,
+    command: str | None = None,
+) -> EvalResult:
+    """Evaluate ``codecs`` on the images of ``images``; write CSV, JSON, markdown and plots.
+
+    ``rates[codec]`` lists λ (learned) or quality (classical); missing/None → `default_rates`.
+    Rows already in ``out_dir/results.csv`` are reused, not recomputed. Summary, report and
+    plots cover exactly the requested (image, codec, rate) set.
+    """
+    from tqdm import tqdm
+
+    names = [c.strip().lower() for c in codecs if c.strip()]
+    if not names:
+        raise ConfigError("no codec given")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"codec listed twice: {', '.join(names)}")
+    anchor = (anchor or ("jpeg" if "jpeg" in names else names[0])).lower()
+    if anchor not in names:
+        raise ConfigError(f"anchor {anchor!r} is not among the evaluated codecs")
+    files = list_images(images, limit)
+    caps = load_captions(captions)
+    loaded = {name: get_codec(name) for name in names}
+    plan = {
+        name: [float(r) for r in ((rates or {}).get(name) or default_rates(name, codec))]
+        for name, codec in loaded.items()
+    }
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = out_dir / "results.csv"
+    existing = read_rows(csv_path)
+    done = {row_key(r): r for r in existing}
+    wanted = [(f.name, n, format_rate(r)) for f in files for n in names for r in plan[n]]
+    todo = [k for k in wanted if k not in done]
+
+    result = EvalResult(out_dir, csv_path, out_dir / "summary.json", out_dir / "report.md")
+    result.skipped = len(wanted) - len(todo)
+    new_file = not csv_path.exists() or not existing and csv_path.stat().st_size == 0
+    with open(csv_path, "a", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS))
+        if new_file:
+            writer.writeheader()
+        bar = tqdm(total=len(todo), disable=not progress, file=sys.stderr, unit="enc")
+        by_image: dict[str, list[tuple[str, str]]] = {}
+        for image_name, codec_name, rate in todo:
+            by_image.setdefault(image_name, []).append((codec_name, rate))
+        for f in files:
+            jobs = by_image.get(f.name)
+            if not jobs:
+                continue
+            pixels = load_rgb(f)
+            caption = caption_for(caps, f)
+            for codec_name, rate in jobs:
+                bar.set_postfix_str(f"{f.name} {codec_name}@{rate}")
+                row = {"image": f.name, **measure(loaded[codec_name], pixels, caption, float(rate))}
+                row["codec"] = codec_name
+                writer.writerow(row)
+                fh.flush()
+                done[(f.name, codec_name, rate)] = row
+                result.computed += 1
+                bar.update(1)
+        bar.close()
+
+    rows = [done[k] for k in wanted]
+    summary = summarize(rows)
+    result.summary = {n: summary[n] for n in names if n in summary}
+    result.bd = bd_rates(result.summary, anchor, bd_method)
+    payload = {
+        "images": len(files),
+        "image_dir": str(images),
+        "captions": str(captions) if captions else None,
+        "anchor": anchor,
+        "bd_method": bd_method,
+        "command": command,
+        "conventions": {
+            "bpp": "8*bytes/(H*W) of the original image, real encoded bytes",
+            "psnr": "8-bit RGB, peak 255, mean of per-image dB",
+            "psnr_float": "[0,1], unclamped x_hat (= psnr for 8-bit codecs); null if unavailable",
+            "ms_ssim": "pytorch-msssim data_range=1 (shorter side <=160 px: both resized to 256)",
+            "lpips": "LPIPS-alex v0.1, inputs scaled to [-1,1] (standard)",
+            "lpips_paper": "LPIPS-alex v0.1, [0,1] inputs unscaled (TACO paper convention)",
+        },
+        "codecs": result.summary,
+        "bd_rate": result.bd,
+    }
+    result.summary_path.write_text(json.dumps(_json_safe(payload), indent=2) + "\n", encoding="utf-8")
+
+    title = f"RD curves on {images.name} ({len(files)} images)"
+    report = [f"# Evaluation: {images.name} ({len(files)} images)", ""]
+    if command:
+        report += ["```", command, "```", ""]
+    report.append(markdown_tables(result.summary, result.bd, anchor, bd_method))
+    result.report_path.write_text("\n".join(report), encoding="utf-8")
+    result.plot_paths.append(write_plotly(result.summary, out_dir / "rd_plots.html", title, plotlyjs))
+    png = write_png(result.summary, out_dir / "rd_plots.png", title)
+    if png is not None:
+        result.plot_paths.append(png)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+_EPILOG = """\
+default rates:
+  jpeg  quality {jpeg}
+  webp  quality {webp}
+  avif  quality {avif}
+  learned codecs (taco, elic, ...): λ values — the codec's rate_ladder (fixed-rate families),
+        else {n} log-spaced λ over its rate_range
+
+--rates examples:  --rates 30,50,70   (all codecs)   --rates jpeg=10,50 --rates taco=0.0008,0.004
+outputs in --out:  results.csv, summary.json, report.md, rd_plots.html, rd_plots.png
+re-running with the same --out skips (image, codec, rate) rows already in results.csv.
+""".format(
+    n=LEARNED_DEFAULT_POINTS,
+    **{k: ",".join(f"{v:g}" for v in vs) for k, vs in DEFAULT_CLASSICAL_RATES.items()},
+)
+
+
+def setup_args(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Add the ``eval`` options to ``parser`` (a new parser when None) and return it."""
+    if parser is None:
+        parser = argparse.ArgumentParser(prog="python -m app eval")
+    parser.description = "Rate-distortion evaluation of codecs on a folder of images."
+    parser.epilog = _EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--images", type=Path, required=True, help="folder of images (sorted by name)")
+    parser.add_argument("--captions", type=Path, default=None,
+                        help="JSON: file name -> caption or list of captions (the first is used)")
+    parser.add_argument("--codecs", default="jpeg,webp,avif",
+                        help="comma-separated: jpeg, webp, avif, taco, elic, ... (default: %(default)s)")
+    parser.add_argument("--rates", action="append", default=None, metavar="[CODEC=]R1,R2,...",
+                        help="rates: λ for learned codecs, quality 1-100 for classical (repeatable)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--anchor", default=None, help="BD-rate anchor codec (default: jpeg if listed)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
+    parser.add_argument("--bd-method", choices=["pchip", "cubic"], default="pchip",
+                        help="BD-rate interpolation (default: %(default)s)")
+    parser.add_argument("--plotlyjs", choices=["inline", "directory", "cdn"], default="inline",
+                        help="how rd_plots.html gets plotly.js (inline: self-contained, ~4.8 MB)")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    return parser
+
+
+def run_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
+    """Run ``eval`` from parsed arguments; prints the outputs; returns the exit code."""
+    codecs = [c.strip().lower() for c in args.codecs.split(",") if c.strip()]
+    plotlyjs: bool | str = True if args.plotlyjs == "inline" else args.plotlyjs
+    command = None
+    if argv is not None:
+        command = "python -m app eval " + " ".join(shlex.quote(a) for a in argv)
+    try:
+        result = run_eval(
+            args.images, codecs, args.out, rates=parse_rates(args.rates, codecs),
+            captions=args.captions, anchor=args.anchor, limit=args.limit,
+            bd_method=args.bd_method, plotlyjs=plotlyjs, progress=not args.no_progress,
+            command=command,
+        )
+    except TacoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2  # the CLI's exit code for user errors
+    print(f"{result.computed} measured, {result.skipped} reused from {result.csv_path}")
+    print(result.report_path.read_text(encoding="utf-8"))
+    for path in [result.csv_path, result.summary_path, result.report_path, *result.plot_paths]:
+        print(f"wrote {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m app eval …``; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = setup_args().parse_args(argv)
+    return run_from_args(args, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

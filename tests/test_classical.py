@@ -1,0 +1,120 @@
+"""Classical codecs (JPEG, WebP, AVIF) behind the Codec protocol."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.classical import (
+    CLASSICAL_CODECS,
+    JpegCodec,
+    get_classical_codec,
+    is_classical,
+)
+from app.errors import BitstreamError, ConfigError, ImageInputError
+from app.metrics import psnr
+
+
+def _photo(h: int = 96, w: int = 128) -> np.ndarray:
+    """A smooth synthetic photo-like image with some texture (deterministic)."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    rng = np.random.default_rng(0)
+    base = np.stack([128 + 90 * np.sin(xx / 17), 128 + 80 * np.cos(yy / 11), (xx + yy) % 256], -1)
+    return np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return _photo()
+
+
+@pytest.mark.parametrize("name", CLASSICAL_CODECS)
+def test_protocol_and_round_trip(name, image):
+    codec = get_classical_codec(name)
+    assert codec.name == name and is_classical(name.upper())
+    assert codec.rate_range == (1.0, 100.0) and codec.rate_ladder is None
+    data = codec.compress(image, caption="ignored", lmbda=80)
+    assert isinstance(data, bytes) and len(data) > 0
+    out = codec.decompress(data)
+    assert isinstance(out, Image.Image) and out.mode == "RGB" and out.size == (128, 96)
+    assert psnr(image, out) > 25
+    # PIL input (any mode) gives the same bytes as the array
+    assert codec.compress(Image.fromarray(image), lmbda=80) == data
+    assert codec.compress(image) == codec.compress(image, lmbda=codec.default_quality)
+
+
+@pytest.mark.parametrize("name", CLASSICAL_CODECS)
+def test_quality_orders_size(name, image):
+    codec = get_classical_codec(name)
+    sizes = [len(codec.compress(image, lmbda=q)) for q in (5, 50, 95)]
+    assert sizes[0] < sizes[1] < sizes[2]
+
+
+def test_jpeg_uses_420_subsampling(image):
+    from PIL import JpegImagePlugin
+
+    data = JpegCodec().compress(image, lmbda=75)
+    with Image.open(io.BytesIO(data)) as im:
+        assert JpegImagePlugin.get_sampling(im) == 2  # 2 = 4:2:0
+
+
+@pytest.mark.parametrize("name", CLASSICAL_CODECS)
+def test_target_bpp_picks_the_closest_bracket(name, image):
+    codec = get_classical_codec(name)
+    pixels = image.shape[0] * image.shape[1]
+    target = 1.5
+    data, q = codec.compress_to_bpp(image, target)
+    got = 8 * len(data) / pixels
+    assert codec.compress(image, target_bpp=target, lmbda=10) == data  # target wins over lmbda
+    below = [8 * len(codec.encode(image, k)) / pixels for k in (q - 1, q, q + 1) if 1 <= k <= 100]
+    # no neighbouring quality is closer to the target
+    assert all(abs(got - target) <= abs(b - target) + 1e-12 for b in below)
+
+
+def test_target_bpp_out_of_reach(image):
+    codec = get_classical_codec("jpeg")
+    _, q = codec.compress_to_bpp(image, 1e-3)
+    assert q == 1
+    _, q = codec.compress_to_bpp(image, 1e3)
+    assert q == 100
+    with pytest.raises(ConfigError):
+        codec.compress_to_bpp(image, 0.0)
+
+
+def test_target_bpp_matches_brute_force_for_jpeg(image):
+    codec = get_classical_codec("jpeg")
+    pixels = image.shape[0] * image.shape[1]
+    rates = {q: 8 * len(codec.encode(image, q)) / pixels for q in range(1, 101)}
+    for target in (0.8, 2.0, 3.3):
+        _, q = codec.compress_to_bpp(image, target)
+        best = min(abs(r - target) for r in rates.values())
+        assert abs(rates[q] - target) == pytest.approx(best, abs=0.05 * target)
+
+
+@pytest.mark.parametrize("name", CLASSICAL_CODECS)
+def test_bad_bitstreams(name, image):
+    codec = get_classical_codec(name)
+    data = codec.compress(image, lmbda=50)
+    for bad in (b"", b"garbage" * 20, data[: len(data) // 3]):
+        with pytest.raises(BitstreamError):
+            codec.decompress(bad)
+    other = "webp" if name != "webp" else "jpeg"
+    with pytest.raises(BitstreamError):  # another format's file is refused
+        codec.decompress(get_classical_codec(other).compress(image))
+
+
+def test_bad_inputs_and_names(image):
+    codec = get_classical_codec("jpeg")
+    for bad in (image.astype(np.float32), image[..., :2], np.zeros((0, 4, 3), np.uint8), "x"):
+        with pytest.raises(ImageInputError):
+            codec.compress(bad)
+    for q in (0, 101, -5):
+        with pytest.raises(ConfigError):
+            codec.compress(image, lmbda=q)
+    with pytest.raises(ConfigError):
+        get_classical_codec("bpg")
+    assert get_classical_codec("JPEG") is get_classical_codec("jpeg")
+    assert not is_classical("taco")

@@ -1,0 +1,270 @@
+"""Evaluation runner (CSV / JSON / plots / BD-rate) and the benchmark."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app import bench, evaluate
+from app.errors import ConfigError, MissingModelError, TacoError
+
+# --------------------------------------------------------------------------- BD-rate
+
+
+R = [0.2, 0.4, 0.8, 1.6, 3.2]
+Q = [28.0, 31.0, 34.0, 37.0, 40.0]
+
+
+@pytest.mark.parametrize("method", ["pchip", "cubic"])
+def test_bd_rate_known_answers(method):
+    assert evaluate.bd_rate(R, Q, R, Q, method) == pytest.approx(0.0, abs=1e-9)
+    assert evaluate.bd_rate(R, Q, [r * 0.8 for r in R], Q, method) == pytest.approx(-20.0, abs=1e-6)
+    assert evaluate.bd_rate(R, Q, [r * 1.5 for r in R], Q, method) == pytest.approx(50.0, abs=1e-6)
+    # order of points does not matter
+    assert evaluate.bd_rate(R[::-1], Q[::-1], [r * 0.8 for r in R], Q, method) == pytest.approx(-20.0)
+
+
+def test_bd_rate_no_overlap_or_too_few_points():
+    assert evaluate.bd_rate(R, Q, R, [q + 100 for q in Q]) is None
+    assert evaluate.bd_rate(R[:3], Q[:3], R[:3], Q[:3], "cubic") is None  # cubic needs 4
+    assert evaluate.bd_rate(R[:2], Q[:2], R[:2], Q[:2], "pchip") == pytest.approx(0.0)
+    with pytest.raises(ConfigError):
+        evaluate.bd_rate(R, Q, R, Q, "linear")  # type: ignore[arg-type]
+
+
+def test_bd_rate_lpips_sign_convention():
+    """Lower LPIPS at the same rate must give a negative BD-rate (quality = −LPIPS)."""
+    summary = {
+        "a": [{"rate": str(i), "bpp": r, "psnr": q, "ms_ssim": 0.9, "lpips": 0.5 - 0.05 * i}
+              for i, (r, q) in enumerate(zip(R, Q, strict=True))],
+        "b": [{"rate": str(i), "bpp": r, "psnr": q - 1, "ms_ssim": 0.9, "lpips": 0.45 - 0.05 * i}
+              for i, (r, q) in enumerate(zip(R, Q, strict=True))],
+    }
+    bd = evaluate.bd_rates(summary, "a")
+    assert bd["lpips"]["b"] < 0 < bd["psnr"]["b"]
+    assert bd["ms_ssim"]["b"] is None  # constant quality: no interval
+
+
+def test_pchip_integral_matches_scipy():
+    interpolate = pytest.importorskip("scipy.interpolate")
+    x = np.array([1.0, 2.0, 4.0, 5.0, 9.0])
+    y = np.array([0.3, -1.0, 2.0, 2.5, 0.1])
+    for lo, hi in [(1.0, 9.0), (1.5, 8.0), (2.2, 2.9)]:
+        want = interpolate.PchipInterpolator(x, y).integrate(lo, hi)
+        assert evaluate.pchip_integral(x, y, lo, hi) == pytest.approx(float(want), rel=1e-12)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def test_parse_rates():
+    codecs = ["jpeg", "webp", "taco"]
+    assert evaluate.parse_rates(None, codecs) == {"jpeg": None, "webp": None, "taco": None}
+    got = evaluate.parse_rates(["30,50", "taco=0.0008,0.004;webp=10"], codecs)
+    assert got == {"jpeg": [30.0, 50.0], "webp": [10.0], "taco": [0.0008, 0.004]}
+    for bad in (["avif=10"], ["jpeg=x"], ["jpeg="]):
+        with pytest.raises(ConfigError):
+            evaluate.parse_rates(bad, codecs)
+    assert evaluate.format_rate(50.0) == "50" and evaluate.format_rate(0.0008) == "0.0008"
+
+
+def test_captions_policy(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"a.png": ["first", "second"], "b": "stem caption", "e.png": []}))
+    caps = evaluate.load_captions(path)
+    assert evaluate.caption_for(caps, Path("a.png")) == "first"
+    assert evaluate.caption_for(caps, Path("b.png")) == "stem caption"
+    assert evaluate.caption_for(caps, Path("e.png")) == ""
+    assert evaluate.caption_for(caps, Path("zzz.png")) == ""
+    path.write_text("[1, 2]")
+    with pytest.raises(ConfigError):
+        evaluate.load_captions(path)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def _write_images(folder: Path) -> None:
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:176, 0:200].astype(np.float64)
+    smooth = np.stack([128 + 100 * np.sin(xx / 23), 128 + 90 * np.cos(yy / 13), (xx * 1.2) % 256], -1)
+    img = np.clip(smooth + rng.normal(0, 8, smooth.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(img).save(folder / "b_large.png")
+    Image.fromarray(img[:96, :128]).save(folder / "a_small.png")  # exercises the MS-SSIM resize
+    (folder / "notes.txt").write_text("not an image")
+
+
+@pytest.fixture(scope="module")
+def eval_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    images = root / "imgs"
+    _write_images(images)
+    captions = root / "captions.json"
+    captions.write_text(json.dumps({"a_small.png": ["a caption"]}))
+    out = root / "out"
+    argv = ["--images", str(images), "--captions", str(captions), "--codecs", "jpeg,webp",
+            "--rates", "jpeg=20,60", "--rates", "webp=20,60", "--out", str(out), "--no-progress"]
+    assert evaluate.main(argv) == 0
+    return images, out, argv
+
+
+def test_eval_outputs(eval_run):
+    _, out, _ = eval_run
+    with open(out / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 * 2 * 2
+    assert tuple(rows[0]) == evaluate.CSV_COLUMNS
+    for row in rows:
+        assert float(row["bpp"]) == pytest.approx(
+            8 * int(row["bytes"]) / (int(row["width"]) * int(row["height"])), rel=1e-5)
+        assert float(row["psnr_float"]) == pytest.approx(float(row["psnr"]), abs=1e-3)
+        assert 0 < float(row["lpips"]) < 1 and 0 < float(row["lpips_paper"]) < 1
+        assert 0 < float(row["ms_ssim"]) <= 1
+        assert row["ms_ssim_resized"] == ("1" if row["image"] == "a_small.png" else "0")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == 2 and summary["anchor"] == "jpeg"
+    jpeg = summary["codecs"]["jpeg"]
+    assert [p["rate"] for p in jpeg] == ["20", "60"] and all(p["n"] == 2 for p in jpeg)
+    mean_psnr = np.mean([float(r["psnr"]) for r in rows if r["codec"] == "jpeg" and r["rate"] == "60"])
+    assert jpeg[1]["psnr"] == pytest.approx(mean_psnr, abs=1e-6)
+    assert isinstance(summary["bd_rate"]["psnr"]["webp"], float)
+    report = (out / "report.md").read_text()
+    assert "BD-rate" in report and "| webp |" in report and "python -m app eval" in report
+    html = (out / "rd_plots.html").read_text()
+    assert "plotly" in html.lower() and '<script src="http' not in html  # self-contained
+    assert (out / "rd_plots.png").stat().st_size > 1000
+
+
+def test_rerun_skips_finished_rows_and_recovers_a_cut_line(eval_run, monkeypatch):
+    images, out, argv = eval_run
+    csv_path = out / "results.csv"
+    before = csv_path.read_text()
+    res = evaluate.run_eval(images, ["jpeg", "webp"], out, {"jpeg": [20, 60], "webp": [20, 60]},
+                            progress=False)
+    assert (res.computed, res.skipped) == (0, 8)
+    assert csv_path.read_text() == before
+    # an interrupted write leaves half a line: it is dropped and that row is recomputed
+    lines = before.splitlines(keepends=True)
+    csv_path.write_text("".join(lines[:-1]) + lines[-1][:10])
+    res = evaluate.run_eval(images, ["jpeg", "webp"], out, {"jpeg": [20, 60], "webp": [20, 60]},
+                            progress=False)
+    assert (res.computed, res.skipped) == (1, 7)
+    assert len(csv_path.read_text().splitlines()) == len(lines)
+
+
+def test_eval_errors(tmp_path, eval_run, capsys):
+    images, _, _ = eval_run
+    assert evaluate.main(["--images", str(images), "--codecs", "bpg", "--out", str(tmp_path)]) == 2
+    assert "bpg" in capsys.readouterr().err
+    with pytest.raises(ConfigError):
+        evaluate.run_eval(images, ["jpeg"], tmp_path, anchor="webp", progress=False)
+    with pytest.raises(TacoError):
+        evaluate.run_eval(tmp_path / "missing", ["jpeg"], tmp_path, progress=False)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "results.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(TacoError, match="columns"):
+        evaluate.run_eval(images, ["jpeg"], bad, {"jpeg": [50]}, progress=False)
+
+
+class _FakeLearned:
+    """A learned-codec stand-in: JPEG bytes, a λ ladder, and the float-output hook."""
+
+    name = "fake"
+    rate_range = None
+    rate_ladder = [10.0, 40.0, 90.0]
+
+    def __init__(self) -> None:
+        from app.classical import get_classical_codec
+
+        self.inner = get_classical_codec("jpeg")
+        self.captions: list[str] = []
+
+    def compress(self, image, caption="", lmbda=None, target_bpp=None):
+        self.captions.append(caption)
+        return self.inner.compress(image, lmbda=lmbda)
+
+    def decompress(self, data):
+        return self.inner.decompress(data)
+
+    def decompress_float(self, data):
+        return np.full((*np.asarray(self.inner.decompress(data)).shape[:2], 3), 0.5)  # grey: low PSNR
+
+
+def test_learned_codec_is_loaded_lazily_with_defaults(tmp_path, eval_run, monkeypatch):
+    images, _, _ = eval_run
+    fake = _FakeLearned()
+    module = types.ModuleType("app.codec")
+    module.load_codec = lambda name, checkpoint=None: fake  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "app.codec", module)
+    res = evaluate.run_eval(images, ["fake", "jpeg"], tmp_path, {"jpeg": [20, 60]},
+                            captions=None, anchor="jpeg", limit=1, progress=False)
+    assert [p["rate"] for p in res.summary["fake"]] == ["10", "40", "90"]  # from rate_ladder
+    point = res.summary["fake"][0]
+    assert point["psnr_float"] < point["psnr"] - 3  # the hook's output is what psnr_float measures
+    assert fake.captions == ["", "", ""]
+
+
+def test_missing_learned_module_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "app.codec", None)  # import fails
+    with pytest.raises(MissingModelError, match="app.codec"):
+        evaluate.get_codec("taco")
+
+
+def test_eval_help_lists_default_rates(capsys):
+    with pytest.raises(SystemExit):
+        evaluate.setup_args().parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert "jpeg  quality 5,10,20,35,50,75" in text and "rate_ladder" in text
+
+
+@pytest.mark.shared
+def test_kodak_jpeg_q50_sanity_anchor(kodak_dir):
+    """Pillow JPEG quality 50 on Kodak-24: ≈ 0.906 bpp and 32.17 dB (mean of per-image values)."""
+    from app.classical import get_classical_codec
+    from app.metrics import psnr
+
+    codec = get_classical_codec("jpeg")
+    files = evaluate.list_images(kodak_dir)
+    assert len(files) == 24
+    bpps, psnrs = [], []
+    for f in files:
+        img = evaluate.load_rgb(f)
+        data = codec.compress(img, lmbda=50)
+        bpps.append(8 * len(data) / (img.shape[0] * img.shape[1]))
+        psnrs.append(psnr(img, codec.decompress(data)))
+    assert np.mean(bpps) == pytest.approx(0.906, abs=0.005)
+    assert np.mean(psnrs) == pytest.approx(32.17, abs=0.02)
+
+
+# --------------------------------------------------------------------------- bench
+
+
+def test_bench_json(tmp_path, capsys):
+    img = tmp_path / "x.png"
+    Image.fromarray(np.full((64, 80, 3), 120, np.uint8)).save(img)
+    assert bench.main(["--image", str(img), "--codecs", "jpeg,webp", "--repeat", "2", "--warmup", "0"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["size"] == [80, 64] and set(report["codecs"]) == {"jpeg", "webp"}
+    for entry in report["codecs"].values():
+        assert entry["compress"]["repeat"] == 2 and entry["compress"]["median_ms"] >= 0
+        assert entry["decompress"]["median_ms"] >= 0 and entry["bytes"] > 0
+    assert report["peak_rss_mb"] > 0
+    assert bench.main(["--image", str(img), "--codecs", "nope"]) == 2
+
+
+def test_bench_extra_hook():
+    calls = []
+    report = bench.run_bench(np.zeros((16, 16, 3), np.uint8), {}, repeat=3, warmup=1,
+                             extra={"noop": lambda: calls.append(1)})
+    assert len(calls) == 4 and report["extra"]["noop"]["repeat"] == 3
+    assert math.isfinite(report["extra"]["noop"]["median_ms"])
