@@ -166,7 +166,25 @@ def setup_args(parser: argparse.ArgumentParser | None = None) -> argparse.Argume
     parser.add_argument("--caption", default="", help="caption for learned codecs")
     parser.add_argument("--repeat", type=int, default=5, help="timed rounds (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default: %(default)s)")
+    parser.add_argument("--compare", choices=("auto", "yes", "no"), default="auto",
+                        help="also time one full UI compare request (TACO + ELIC encode, decode and "
+                             "metrics) on a 768x512 image; auto = when taco and elic load")
     return parser
+
+
+def compare_image(image: np.ndarray) -> np.ndarray:
+    """The bench image resized (Lanczos) to 768x512, the Kodak size the compare target is set for."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((768, 512), Image.Resampling.LANCZOS))
+
+
+def compare_call(image: np.ndarray, caption: str) -> Callable[[], Any]:
+    """One uncached compare request exactly as the UI's /compare endpoint runs it."""
+    from app.ui.handlers import run_compare
+
+    img = compare_image(image)
+    return lambda: run_compare(img, caption, 50.0, use_cache=False)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -180,6 +198,9 @@ def run_from_args(args: argparse.Namespace) -> int:
             codecs, skipped = load_codecs(DEFAULT_CODECS, OPTIONAL_CODECS)
         import torch
 
+        extra: dict[str, Callable[[], Any]] = {}
+        if args.compare == "yes" or (args.compare == "auto" and {"taco", "elic"} <= set(codecs)):
+            extra["compare_768x512"] = compare_call(image, args.caption)
         report: dict[str, Any] = {
             "image": label,
             "size": [int(image.shape[1]), int(image.shape[0])],
@@ -187,7 +208,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(),
             "cpus": os.cpu_count(),
-            **run_bench(image, codecs, args.rate, args.caption, args.repeat, args.warmup),
+            **run_bench(image, codecs, args.rate, args.caption, args.repeat, args.warmup, extra),
             "skipped": skipped,
         }
     except TacoError as exc:

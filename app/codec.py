@@ -44,12 +44,13 @@ OFFICIAL_LAMBDAS = (0.0004, 0.0008, 0.0016, 0.004, 0.009, 0.015)
 _OFFICIAL_RE = re.compile(r"lambda_([0-9.eE+-]+)\.pth(?:\.tar)?$")
 
 # --- Robustness review (docs/ROBUSTNESS.md): bounds for hostile `.taco` files -------------------
-#: Largest image (pixels) a learned codec encodes or decodes. The header allows 16384x16384, and a
-#: 193-byte forged file claiming 2048x2048 already costs 14 s and 250 MB on the *tiny* model (the
-#: cost grows with the pixel count and with the model size), so decoding is refused above this
-#: bound before any model runs; encoding refuses the same sizes so that every file we write can be
-#: read back. ``TACO_MAX_PIXELS`` overrides it (a public Space may want ~1 MP).
-MAX_CODEC_PIXELS = int(os.environ.get("TACO_MAX_PIXELS", str(4096 * 4096)))
+#: Largest image (pixels) a learned codec encodes or decodes. The header allows 16384x16384: a
+#: 193-byte forged file claiming 2048x2048 costs 14 s / 0.37 GB on the *tiny* model, and the
+#: official N192/M320 architecture needs ~13 s and ~0.2 GB per 0.26 MP on 2 CPU cores, i.e. about
+#: 10 min and 12 GB at 16 MP. So decoding is refused above this bound before any model runs, and
+#: encoding refuses the same sizes so that every file we write can be read back. 2048x2048 covers
+#: Kodak, CLIC and Tecnick; ``TACO_MAX_PIXELS`` overrides it (a public Space should use ~1 MP).
+MAX_CODEC_PIXELS = int(os.environ.get("TACO_MAX_PIXELS", str(2048 * 2048)))
 #: Entropy-coded strings longer than this many bytes per pixel (32 bpp) are not from our encoder.
 MAX_STRING_BYTES_PER_PIXEL = 4
 
@@ -316,7 +317,29 @@ class LearnedCodec:
             )
         return self._decode(header, strings)
 
+    def decompress_float(self, data: bytes) -> np.ndarray:
+        """Decoder output as an (H, W, 3) float32 array, **unclamped and unrounded**.
+
+        This is what the paper's PSNR is computed on (spec/taco.md §8); the image returned by
+        :meth:`decompress` is the clamped 8-bit version a user sees.
+        """
+        header, strings = bitstream.unpack(data)
+        if header.model_id != self.name:
+            raise BitstreamError(
+                f"bitstream was made by {header.model_id!r}, not by {self.name!r}"
+            )
+        x_hat = self._decode_tensor(header, strings)
+        return np.ascontiguousarray(x_hat.permute(1, 2, 0).float().numpy())
+
     def _decode(self, header: bitstream.Header, strings: list[bytes]) -> Image.Image:
+        import torch
+
+        x_hat = self._decode_tensor(header, strings)
+        arr = (x_hat.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        return Image.fromarray(np.ascontiguousarray(arr), "RGB")
+
+    def _decode_tensor(self, header: bitstream.Header, strings: list[bytes]):
+        """Validate the header against this codec and run the decoder: (3, H, W) float."""
         import torch
 
         lam = header.lmbda
@@ -358,9 +381,7 @@ class LearnedCodec:
             raise
         except Exception as exc:  # the entropy decoder rejects some garbage itself
             raise BitstreamError(f"bitstream cannot be decoded: {exc}".splitlines()[0]) from None
-        x_hat = out["x_hat"][0, :, : header.height, : header.width]
-        arr = (x_hat.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        return Image.fromarray(np.ascontiguousarray(arr), "RGB")
+        return out["x_hat"][0, :, : header.height, : header.width]
 
 
 def _rans_guard(string: bytes, n_symbols: int) -> bytes:

@@ -143,6 +143,9 @@ def load_rgb(path: Path) -> np.ndarray:
         raise ImageInputError(f"cannot read image {path.name}: {exc}") from exc
 
 
+CAPTION_MODES = ("given", "empty", "other")
+
+
 def load_captions(path: Path | None) -> dict[str, str]:
     """Captions JSON → {key: caption}; a list value gives its first caption (see module doc)."""
     if path is None:
@@ -616,12 +619,17 @@ def run_eval(
     plotlyjs: bool | str = True,
     progress: bool = True,
     command: str | None = None,
+    caption_mode: str = "given",
 ) -> EvalResult:
     """Evaluate ``codecs`` on the images of ``images``; write CSV, JSON, markdown and plots.
 
     ``rates[codec]`` lists λ (learned) or quality (classical); missing/None → `default_rates`.
     Rows already in ``out_dir/results.csv`` are reused, not recomputed. Summary, report and
     plots cover exactly the requested (image, codec, rate) set.
+
+    ``caption_mode`` measures what the caption does: ``"given"`` (each image's own caption),
+    ``"empty"`` (no caption) or ``"other"`` (the caption of the next image in sorted order, a
+    mismatched caption). Use a separate ``out_dir`` per mode.
     """
     from tqdm import tqdm
 
@@ -635,6 +643,15 @@ def run_eval(
         raise ConfigError(f"anchor {anchor!r} is not among the evaluated codecs")
     files = list_images(images, limit)
     caps = load_captions(captions)
+    if caption_mode not in CAPTION_MODES:
+        raise ConfigError(f"caption mode must be one of {', '.join(CAPTION_MODES)}")
+    own = [caption_for(caps, f) for f in files]
+    if caption_mode == "empty":
+        file_caption = {f.name: "" for f in files}
+    elif caption_mode == "other":
+        file_caption = {f.name: own[(i + 1) % len(files)] for i, f in enumerate(files)}
+    else:
+        file_caption = {f.name: c for f, c in zip(files, own, strict=True)}
     loaded = {name: get_codec(name) for name in names}
     plan = {
         name: [float(r) for r in ((rates or {}).get(name) or default_rates(name, codec))]
@@ -664,7 +681,7 @@ def run_eval(
             if not jobs:
                 continue
             pixels = load_rgb(f)
-            caption = caption_for(caps, f)
+            caption = file_caption[f.name]
             for codec_name, rate in jobs:
                 bar.set_postfix_str(f"{f.name} {codec_name}@{rate}")
                 row = {"image": f.name, **measure(loaded[codec_name], pixels, caption, float(rate))}
@@ -684,6 +701,7 @@ def run_eval(
         "images": len(files),
         "image_dir": str(images),
         "captions": str(captions) if captions else None,
+        "caption_mode": caption_mode,
         "anchor": anchor,
         "bd_method": bd_method,
         "command": command,
@@ -755,6 +773,9 @@ def setup_args(parser: argparse.ArgumentParser | None = None) -> argparse.Argume
                         help="BD-rate interpolation (default: %(default)s)")
     parser.add_argument("--plotlyjs", choices=["inline", "directory", "cdn"], default="inline",
                         help="how rd_plots.html gets plotly.js (inline: self-contained, ~4.8 MB)")
+    parser.add_argument("--caption-mode", choices=CAPTION_MODES, default="given",
+                        help="given: each image's caption; empty: none; other: the next image's "
+                             "caption (mismatched) — to measure the caption effect")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     return parser
 
@@ -771,7 +792,7 @@ def run_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -
             args.images, codecs, args.out, rates=parse_rates(args.rates, codecs),
             captions=args.captions, anchor=args.anchor, limit=args.limit,
             bd_method=args.bd_method, plotlyjs=plotlyjs, progress=not args.no_progress,
-            command=command,
+            command=command, caption_mode=args.caption_mode,
         )
     except TacoError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -268,3 +268,22 @@ def test_bench_extra_hook():
                              extra={"noop": lambda: calls.append(1)})
     assert len(calls) == 4 and report["extra"]["noop"]["repeat"] == 3
     assert math.isfinite(report["extra"]["noop"]["median_ms"])
+
+
+@pytest.mark.parametrize(
+    "mode, expected",
+    [("given", ["a caption", "b caption"]), ("empty", ["", ""]), ("other", ["b caption", "a caption"])],
+)
+def test_caption_modes_measure_the_caption_effect(tmp_path, eval_run, monkeypatch, mode, expected):
+    images, _, _ = eval_run
+    fake = _FakeLearned()
+    fake.rate_ladder = [10.0]
+    module = types.ModuleType("app.codec")
+    module.load_codec = lambda name, checkpoint=None: fake  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "app.codec", module)
+    caps = tmp_path / "caps.json"
+    caps.write_text(json.dumps({"a_small.png": "a caption", "b_large.png": ["b caption", "x"]}))
+    res = evaluate.run_eval(images, ["fake"], tmp_path / mode, captions=caps, progress=False,
+                            caption_mode=mode)
+    assert fake.captions == expected
+    assert json.loads(res.summary_path.read_text())["caption_mode"] == mode
