@@ -1,0 +1,77 @@
+"""Copy a trained run's weights into checkpoints/ (fp16 safetensors) and record it in the manifest.
+
+    python scripts/ship_checkpoint.py runs/elic-small --hardware "2-core AMD Zen 4 CPU, 1 thread"
+
+Reads ``RUN/state.pt`` (or ``RUN/<model>.safetensors``), ``RUN/train_config.json`` and
+``RUN/log.csv``; writes ``checkpoints/<model>.safetensors`` and the manifest entry
+``<model>``: config, λ range, steps, wall time, hardware, data, sha256. Kodak results are added
+later with ``--kodak-json`` (an eval ``summary.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.codec import file_sha256  # noqa: E402
+from app.models.factory import create_model, load_config, save_weights  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--hardware", required=True)
+    ap.add_argument("--notes", default="")
+    ap.add_argument("--kodak-json", type=Path, default=None, help="eval summary.json to attach")
+    args = ap.parse_args(argv)
+
+    tcfg = json.loads((args.run / "train_config.json").read_text())
+    name = tcfg["model"] if isinstance(tcfg["model"], str) else tcfg["model"]["name"]
+    cfg = load_config(name)
+    model = create_model(cfg)
+    state = torch.load(args.run / "state.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    steps = int(state["step"])
+    wall_min = float(state.get("train_seconds", 0.0)) / 60
+    out = ROOT / "checkpoints" / f"{name}.safetensors"
+    save_weights(model, out, half=True, extra={"steps": str(steps), "notes": args.notes})
+
+    manifest_path = ROOT / "checkpoints" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    entry = {
+        "file": out.name,
+        "sha256": file_sha256(out),
+        "bytes": out.stat().st_size,
+        "kind": "codec",
+        "config": f"app/configs/{name}.json",
+        "lmbda_range": cfg.get("lmbda_range"),
+        "steps": steps,
+        "train_minutes": round(wall_min, 1),
+        "hardware": args.hardware,
+        "train_config": {k: v for k, v in tcfg.items() if not k.startswith("_")},
+        "data": "training folders of ../shared/data: coco_train2017 (130, human captions), "
+        "coco_val2017_train (196, human captions), train_photos (619, no captions); "
+        "4 held out for validation. Never Kodak or the 208 coco_val2017 evaluation images.",
+        "notes": args.notes,
+    }
+    if args.kodak_json:
+        entry["kodak"] = json.loads(args.kodak_json.read_text()).get("codecs")
+    old = manifest.get(name, {})
+    if "kodak" in old and "kodak" not in entry:
+        entry["kodak"] = old["kodak"]
+    manifest[name] = entry
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {out.relative_to(ROOT)} ({entry['bytes']:,} bytes, {steps} steps, "
+          f"{wall_min:.1f} min) sha256 {entry['sha256'][:16]}…")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
