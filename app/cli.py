@@ -19,6 +19,16 @@ EXIT_USER = 2
 EXIT_INTERNAL = 1
 
 
+def one_line(text: object) -> str:
+    """`text` on one printable line: control characters (newline, CR, ESC, bidi overrides, lone
+    surrogates from undecodable file names) are shown escaped.
+
+    Robustness review: messages quote user file names, and a name like ``"a\nb.png"`` or one
+    with an ANSI escape broke the one-line-error promise (or raised UnicodeEncodeError on stdout).
+    """
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
+
+
 def _add_compress(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compress", help="encode an image to a .taco bitstream")
     p.add_argument("input", help="image file (PNG, JPEG, WebP, ...)")
@@ -68,7 +78,7 @@ def _compress(args: argparse.Namespace) -> int:
     arr, notices = prepare_image(_read_bytes(args.input), max_side=None)
     codec = load_codec(args.model, checkpoint=args.checkpoint, allow_random=args.allow_random)
     for n in notices:
-        print(f"note: {n}", file=sys.stderr)
+        print(f"note: {one_line(n)}", file=sys.stderr)
     h, w = arr.shape[:2]
     t0 = time.perf_counter()
     if isinstance(codec, LearnedCodec):
@@ -81,7 +91,7 @@ def _compress(args: argparse.Namespace) -> int:
     _write_bytes(args.output, data)
     rate = f"λ={lam:.6g}, " if lam is not None else ""
     print(
-        f"{args.output}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp "
+        f"{one_line(args.output)}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp "
         f"({w}x{h}, {rate}{codec.name}, {dt:.2f} s)"
     )
     return 0
@@ -105,7 +115,7 @@ def _decompress(args: argparse.Namespace) -> int:
     except (ValueError, KeyError):
         raise TacoError(f"cannot tell the image format from {out.name!r}; use .png") from None
     print(
-        f"{args.output}: {header.width}x{header.height} from {len(data)} bytes "
+        f"{one_line(args.output)}: {header.width}x{header.height} from {len(data)} bytes "
         f"({8 * len(data) / header.pixels:.4f} bpp, {header.model_id}, {dt:.2f} s)"
     )
     return 0
@@ -158,10 +168,10 @@ def _guarded(fn: Callable[[], int]) -> int:
     try:
         return fn()
     except TacoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USER
     except (OSError, MemoryError) as exc:
-        print(f"error: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+        print(one_line(f"error: {type(exc).__name__}: {exc}"), file=sys.stderr)
         return EXIT_USER
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -169,7 +179,7 @@ def _guarded(fn: Callable[[], int]) -> int:
     except Exception as exc:  # last line of defence: one line, no traceback
         if os.environ.get("TACO_DEBUG"):
             raise
-        print(f"internal error: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+        print(one_line(f"internal error: {type(exc).__name__}: {exc}"), file=sys.stderr)
         return EXIT_INTERNAL
 
 

@@ -44,12 +44,14 @@ OFFICIAL_LAMBDAS = (0.0004, 0.0008, 0.0016, 0.004, 0.009, 0.015)
 _OFFICIAL_RE = re.compile(r"lambda_([0-9.eE+-]+)\.pth(?:\.tar)?$")
 
 # --- Robustness review (docs/ROBUSTNESS.md): bounds for hostile `.taco` files -------------------
-#: Largest image (pixels) a learned codec encodes or decodes. The header allows 16384x16384: a
-#: 193-byte forged file claiming 2048x2048 costs 14 s / 0.37 GB on the *tiny* model, and the
-#: official N192/M320 architecture needs ~13 s and ~0.2 GB per 0.26 MP on 2 CPU cores, i.e. about
-#: 10 min and 12 GB at 16 MP. So decoding is refused above this bound before any model runs, and
-#: encoding refuses the same sizes so that every file we write can be read back. 2048x2048 covers
-#: Kodak, CLIC and Tecnick; ``TACO_MAX_PIXELS`` overrides it (a public Space should use ~1 MP).
+#: Largest image (pixels) a learned codec encodes or decodes. The header allows 16384x16384 and the
+#: decoder's work follows the *claimed* size, not the file size: a 193-byte forged file claiming
+#: 2048x2048 costs 4 s / 0.4 GB on the tiny model, and the official N192/M320 architecture needs
+#: ~13 s and ~0.65 GB per megapixel on one core, i.e. about an hour and 170 GB at 16384x16384
+#: (scripts/robustness_report.py --forged --official-cost). So decoding is refused above this bound
+#: before any model runs, and encoding refuses the same sizes so that every file we write can be
+#: read back. 2048x2048 covers Kodak, CLIC and Tecnick; ``TACO_MAX_PIXELS`` overrides it (a public
+#: Space should use ~1 MP).
 MAX_CODEC_PIXELS = int(os.environ.get("TACO_MAX_PIXELS", str(2048 * 2048)))
 #: Entropy-coded strings longer than this many bytes per pixel (32 bpp) are not from our encoder.
 MAX_STRING_BYTES_PER_PIXEL = 4

@@ -29,6 +29,19 @@ ImageLike = Image.Image | np.ndarray | str | os.PathLike | bytes
 # Pillow's own bomb guard, tightened to our limit (it raises above 2x this value; we check first).
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
+#: Decoders Pillow may use on an upload (robustness review): the formats people actually send.
+#: Everything else (EPS, which runs Ghostscript on the file; PSD, FITS, PCX, QOI, SGI, ... rarely
+#: used decoders with a history of CVEs) is refused as "not an image Pillow can read". JPEG covers
+#: MPO (phone photos); AVIF is only used where this Pillow build has a decoder.
+ALLOWED_FORMATS: tuple[str, ...] = (
+    "PNG", "JPEG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "ICO", "PPM", "JPEG2000", "TGA", "AVIF",
+)
+
+
+def _allowed_formats() -> list[str]:
+    Image.init()
+    return [f for f in ALLOWED_FORMATS if f in Image.OPEN]
+
 
 def _open(obj: str | os.PathLike | bytes) -> Image.Image:
     if isinstance(obj, bytes):
@@ -49,7 +62,7 @@ def _open(obj: str | os.PathLike | bytes) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(src)
+            img = Image.open(src, formats=_allowed_formats())
             w, h = img.size
             if w * h > MAX_PIXELS:
                 raise ImageInputError(
@@ -63,10 +76,17 @@ def _open(obj: str | os.PathLike | bytes) -> Image.Image:
         raise ImageInputError(f"image refused: more than {MAX_PIXELS / 1e6:.0f} MP") from None
     except UnidentifiedImageError:
         raise ImageInputError("not an image Pillow can read (unknown or unsupported format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ImageInputError(f"cannot decode the image (truncated or corrupted?): {msg}") from None
+    except Exception as exc:
+        # Robustness review: on hostile bytes Pillow's decoders raise much more than OSError /
+        # SyntaxError / ValueError (fuzzing found IndexError in GIF, TypeError in TIFF,
+        # struct.error, ...). Any of them is a bad file for the user, never a crash.
+        raise ImageInputError(f"cannot decode the image (truncated or corrupted?): {_first_line(exc)}") from None
     return img
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _to_rgb(img: Image.Image, notices: list[str]) -> Image.Image:
@@ -79,12 +99,16 @@ def _to_rgb(img: Image.Image, notices: list[str]) -> Image.Image:
     except Exception:  # a broken EXIF block must not lose the image
         transposed = None
     if transposed is not None and transposed is not img:
-        if img.getexif().get(0x0112, 1) not in (1, None):
+        # only 2..8 rotate or flip; Pillow returns an unchanged copy for other values (e.g. 9)
+        if img.getexif().get(0x0112, 1) in range(2, 9):
             notices.append("EXIF orientation applied")
         img = transposed
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
+        # a float TIFF may hold NaN / inf: refuse it like a float array (no garbage cast)
+        if not np.isfinite(arr).all():
+            raise ImageInputError("image contains NaN or infinity")
         hi = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
         arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
         notices.append(f"{'16-bit' if hi > 255 else mode} image converted to 8 bits")
@@ -105,6 +129,17 @@ def _to_rgb(img: Image.Image, notices: list[str]) -> Image.Image:
     elif mode in ("L", "1"):
         notices.append("greyscale image converted to RGB")
     return img.convert("RGB")
+
+
+def _converted(img: Image.Image, notices: list[str]) -> Image.Image:
+    """`_to_rgb`, with any Pillow failure on the way (a corrupt later frame found while counting
+    frames, a mode without an RGB conversion such as "La") turned into one line."""
+    try:
+        return _to_rgb(img, notices)
+    except ImageInputError:
+        raise
+    except Exception as exc:
+        raise ImageInputError(f"cannot convert the image to RGB: {_first_line(exc)}") from None
 
 
 def prepare_image(
@@ -150,9 +185,9 @@ def prepare_image(
             raise ImageInputError(f"image refused: more than {MAX_PIXELS / 1e6:.0f} MP")
         if w < 1 or h < 1:
             raise ImageInputError("image has no pixels")
-        img = _to_rgb(obj, notices)
+        img = _converted(obj, notices)
     elif isinstance(obj, str | os.PathLike | bytes):
-        img = _to_rgb(_open(obj), notices)
+        img = _converted(_open(obj), notices)
     else:
         raise ImageInputError(f"unsupported image input of type {type(obj).__name__}")
 
