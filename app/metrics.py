@@ -45,6 +45,8 @@ LpipsConvention = Literal["standard", "paper"]
 MS_SSIM_MIN_SIDE = 161
 #: Shorter side both images are resized to when they are too small for MS-SSIM.
 MS_SSIM_RESIZE_SIDE = 256
+#: Above this resized long side (aspect ratio > 16) MS-SSIM is reported as NaN (n/a).
+MS_SSIM_MAX_RESIZED_SIDE = 4096
 
 
 def to_uint8_rgb(image: Image.Image | np.ndarray, what: str = "image") -> np.ndarray:
@@ -132,6 +134,9 @@ def ms_ssim(a: Image.Image | np.ndarray, b: Image.Image | np.ndarray) -> float:
     h, w = x.shape[:2]
     if ms_ssim_needs_resize(h, w):
         scale = MS_SSIM_RESIZE_SIDE / min(h, w)
+        if max(h, w) * scale > MS_SSIM_MAX_RESIZED_SIDE:
+            # A sliver (e.g. 3x100000 px) would be blown up to gigabytes: MS-SSIM is undefined here.
+            return float("nan")
         size = (max(MS_SSIM_RESIZE_SIDE, round(h * scale)), max(MS_SSIM_RESIZE_SIDE, round(w * scale)))
         tx = F.interpolate(tx, size=size, mode="bilinear", align_corners=False, antialias=True)
         ty = F.interpolate(ty, size=size, mode="bilinear", align_corners=False, antialias=True)

@@ -50,7 +50,7 @@ def _sampled(sample: set[str]) -> list:
 #: Known bug outside this file: app/metrics.py resizes for MS-SSIM to a 256-px *shorter* side, so
 #: a 1x768 image (a 1 kB PNG of 3x100000 px after the UI downscale) becomes 256x196608 and
 #: MS-SSIM asks for > 11 GB. Remove once metrics.ms_ssim bounds the long side.
-METRICS_SKINNY_BUG = {"png_3x100000", "png_100000x3"}
+METRICS_SKINNY_BUG: set[str] = set()  # fixed: MS-SSIM is n/a for slivers (app/metrics.py)
 #: Address space a comparison may add (a memory bomb fails to allocate instead of eating the host).
 UI_MEMORY_CAP = 3 << 30
 

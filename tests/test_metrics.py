@@ -221,3 +221,12 @@ def test_conversion_reproduces_the_shipped_file(tmp_path):
     assert entry["sha256"] == lpips_offline.manifest_entry("alex")["sha256"]
     data = json.loads(manifest.read_text())
     assert data["other"] == {"sha256": "keep"} and data["lpips_alex"]["sha256"] == entry["sha256"]
+
+
+def test_ms_ssim_of_a_sliver_is_nan_not_a_memory_bomb():
+    import math
+
+    from app.metrics import ms_ssim
+
+    a = np.zeros((3, 20000, 3), np.uint8)
+    assert math.isnan(ms_ssim(a, a))
