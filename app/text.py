@@ -362,6 +362,12 @@ class _HFTextEncoder:
         """Token count of `caption` (specials included) and what survives truncation at 38."""
         if not isinstance(caption, str):
             raise CaptionError(f"A caption must be text, not {type(caption).__name__}.")
+        try:
+            caption.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CaptionError(
+                "The caption contains invalid Unicode (lone surrogates); clean it with clean_caption()."
+            ) from None
         with self._lock:  # a fast tokenizer must not be reconfigured by two threads at once
             return self._tokenize_info(caption)
 

@@ -113,11 +113,7 @@ def test_token_info_states_truncation(name: str, minilm: object) -> None:
         assert info.truncated
 
 
-RAW_XFAIL = {
-    "lone_surrogates": "app/text.py: tokenize_info() on a raw str with lone surrogates raises the "
-    "fast tokenizer's TypeError (not CaptionError); callers clean first, so it is unreachable "
-    "from the UI and the codec",
-}
+RAW_XFAIL: dict[str, str] = {}  # lone surrogates now raise CaptionError (app/text.py)
 
 
 @pytest.mark.parametrize(

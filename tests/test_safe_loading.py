@@ -393,10 +393,6 @@ def test_download_folder_is_pruned(tmp_path: Path) -> None:
     assert not old.exists() and fresh.exists()
 
 
-@pytest.mark.xfail(
-    reason="app/ui/layout.launch_kwargs() sets no max_file_size: Gradio then accepts uploads of any "
-    "size into its temp folder (prepare_image refuses > 64 MB only after the upload landed)"
-)
 def test_upload_size_is_bounded_at_launch() -> None:
     try:
         from app.ui import layout

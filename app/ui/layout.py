@@ -78,7 +78,8 @@ def make_theme() -> gr.themes.Base:
 
 def launch_kwargs() -> dict[str, Any]:
     """Keyword arguments for `demo.launch()` (theme and CSS are launch() parameters in Gradio 6)."""
-    return {"theme": make_theme(), "css": CSS}
+    # Uploads are bounded before they reach disk; prepare_image refuses > 64 MB files anyway.
+    return {"theme": make_theme(), "css": CSS, "max_file_size": "64mb"}
 
 
 def _md(name: str) -> str:
