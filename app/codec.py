@@ -311,13 +311,17 @@ class LearnedCodec:
     ) -> bytes:
         return self.encode(image, caption, lmbda, target_bpp).data
 
-    def decompress(self, data: bytes) -> Image.Image:
+    def _unpack_own(self, data: bytes) -> tuple[bitstream.Header, list[bytes]]:
+        """Validate a `.taco` file and check that this codec made it."""
         header, strings = bitstream.unpack(data)
         if header.model_id != self.name:
             raise BitstreamError(
                 f"bitstream was made by {header.model_id!r}, not by {self.name!r}"
             )
-        return self._decode(header, strings)
+        return header, strings
+
+    def decompress(self, data: bytes) -> Image.Image:
+        return self._decode(*self._unpack_own(data))
 
     def decompress_float(self, data: bytes) -> np.ndarray:
         """Decoder output as an (H, W, 3) float32 array, **unclamped and unrounded**.
@@ -325,12 +329,7 @@ class LearnedCodec:
         This is what the paper's PSNR is computed on (spec/taco.md §8); the image returned by
         :meth:`decompress` is the clamped 8-bit version a user sees.
         """
-        header, strings = bitstream.unpack(data)
-        if header.model_id != self.name:
-            raise BitstreamError(
-                f"bitstream was made by {header.model_id!r}, not by {self.name!r}"
-            )
-        x_hat = self._decode_tensor(header, strings)
+        x_hat = self._decode_tensor(*self._unpack_own(data))
         return np.ascontiguousarray(x_hat.permute(1, 2, 0).float().numpy())
 
     def _decode(self, header: bitstream.Header, strings: list[bytes]) -> Image.Image:
