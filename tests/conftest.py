@@ -28,3 +28,27 @@ def kodak_dir(shared_dir: Path) -> Path:
     if not d.is_dir():
         pytest.skip("../shared/data/kodak is not present")
     return d
+
+
+@pytest.fixture()
+def refused_connections(monkeypatch: pytest.MonkeyPatch):
+    """Refuse every socket connection and DNS lookup; yield the list of attempts.
+
+    Loaders may catch the refusal, so tests that use this check the list at teardown.
+    """
+    import socket
+
+    attempts: list[str] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        attempts.append(repr(args)[:200])
+        raise OSError("network access refused by the test")
+
+    for owner, name in [
+        (socket, "create_connection"),
+        (socket, "getaddrinfo"),
+        (socket.socket, "connect"),
+        (socket.socket, "connect_ex"),
+    ]:
+        monkeypatch.setattr(owner, name, refuse)
+    yield attempts

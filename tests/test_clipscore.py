@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -32,23 +31,20 @@ TINY_OPENAI_CFG = {
 
 
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[str]]:
+def no_network(
+    refused_connections: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[list[str]]:
     """Offline mode, empty caches, and every socket or open_clip download path refused."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.delenv("TACO_OPENCLIP_DIR", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # ~/.cache/clip is empty
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-hub"))
-    attempts: list[str] = []
+    attempts = refused_connections
 
     def refuse(*args: object, **kwargs: object) -> None:
         attempts.append(repr(args)[:200])
         raise OSError("network access refused by the test")
-
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
 
     import open_clip.factory
     import open_clip.openai

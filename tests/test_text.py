@@ -6,7 +6,6 @@ DNS lookup fail the test.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def no_network(refused_connections: list[str], monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Offline mode on; any attempt to open a connection is refused and fails the test.
 
     Attempts are recorded and checked at teardown, because loaders may catch the error.
@@ -31,16 +30,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.delenv("TACO_CLIP_DIR", raising=False)
     monkeypatch.delenv("TACO_MINILM_DIR", raising=False)
-    attempts: list[str] = []
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        attempts.append(repr(args)[:200])
-        raise OSError("network access refused by the test")
-
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    attempts = refused_connections
     yield
     assert not attempts, f"network access attempted: {attempts}"
 
