@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app.errors import TacoError
+from app.metrics import bpp
 
 EXIT_USER = 2
 EXIT_INTERNAL = 1
@@ -91,7 +92,7 @@ def _compress(args: argparse.Namespace) -> int:
     _write_bytes(args.output, data)
     rate = f"λ={lam:.6g}, " if lam is not None else ""
     print(
-        f"{one_line(args.output)}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp "
+        f"{one_line(args.output)}: {len(data)} bytes, {bpp(data, h, w):.4f} bpp "
         f"({w}x{h}, {rate}{codec.name}, {dt:.2f} s)"
     )
     return 0
@@ -116,7 +117,7 @@ def _decompress(args: argparse.Namespace) -> int:
         raise TacoError(f"cannot tell the image format from {out.name!r}; use .png") from None
     print(
         f"{one_line(args.output)}: {header.width}x{header.height} from {len(data)} bytes "
-        f"({8 * len(data) / header.pixels:.4f} bpp, {header.model_id}, {dt:.2f} s)"
+        f"({bpp(data, header.height, header.width):.4f} bpp, {header.model_id}, {dt:.2f} s)"
     )
     return 0
 
@@ -129,7 +130,7 @@ def _info(args: argparse.Namespace) -> int:
     lam = "n/a" if h.lmbda is None else f"{h.lmbda:.6g}"
     print(
         f"model={h.model_id} weights={h.fingerprint.hex()} lambda={lam} "
-        f"size={h.width}x{h.height} bytes={len(data)} bpp={8 * len(data) / h.pixels:.4f}"
+        f"size={h.width}x{h.height} bytes={len(data)} bpp={bpp(data, h.height, h.width):.4f}"
     )
     return 0
 

@@ -33,6 +33,7 @@ from PIL import Image
 from app import bitstream
 from app.errors import BitstreamError, ConfigError, MissingModelError, TacoError
 from app.images import ImageLike, to_rgb_array
+from app.metrics import bpp
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT_DIR = Path(os.environ.get("TACO_CHECKPOINT_DIR", ROOT / "checkpoints"))
@@ -88,16 +89,12 @@ class Encoded:
 
     @property
     def bpp(self) -> float:
-        return 8.0 * len(self.data) / (self.height * self.width)
+        return bpp(self.data, self.height, self.width)
 
 
 def as_float32(x: float) -> float:
     """Round a rate parameter to what the header stores, so encoder and decoder agree."""
     return struct.unpack(">f", struct.pack(">f", float(x)))[0]
-
-
-def bpp_of(data: bytes, height: int, width: int) -> float:
-    return 8.0 * len(data) / (height * width)
 
 
 # --------------------------------------------------------------------------- weights bookkeeping
@@ -285,7 +282,7 @@ class LearnedCodec:
             lam = self.resolve_lmbda(lam)
             if lam not in tried:
                 tried[lam] = self._encode_once(x_pad, h, w, text, lam)
-            return bpp_of(tried[lam], h, w)
+            return bpp(tried[lam], h, w)
 
         if self.rate_ladder is not None:
             for lam in self.rate_ladder:
@@ -299,7 +296,7 @@ class LearnedCodec:
                     if abs(b - target) <= 0.01 * target:
                         break
                     lo, hi = (mid, hi) if b < target else (lo, mid)
-        best = min(tried, key=lambda lam: abs(bpp_of(tried[lam], h, w) - target))
+        best = min(tried, key=lambda lam: abs(bpp(tried[lam], h, w) - target))
         return tried[best], best
 
     def compress(
