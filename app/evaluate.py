@@ -23,7 +23,10 @@ decode_ms       wall time of ``decompress``
 ==============  ============================================================================
 
 Outputs in ``--out``: ``results.csv`` (one row per image × codec × rate, appended as it goes;
-a re-run skips rows already there), ``summary.json`` (per codec and rate: the mean of each
+a re-run skips rows already there), ``provenance.json`` (what made each (codec, rate) column:
+the weights fingerprint of a learned codec, the Pillow version of a classical one, and the caption
+mode — a re-run after new weights land recomputes that codec's rows instead of reusing stale
+ones; rows with no provenance entry, e.g. copied in by hand, are trusted), ``summary.json`` (per codec and rate: the mean of each
 column over the images — PSNR is averaged per image in dB, not from a mean MSE), ``report.md``
 (the mean table and BD-rate tables), ``rd_plots.html`` (plotly) and ``rd_plots.png``
 (matplotlib, an offline renderer; skipped if matplotlib is missing).
@@ -319,6 +322,57 @@ def row_key(row: Mapping[str, str]) -> tuple[str, str, str]:
     return row["image"], row["codec"], row["rate"]
 
 
+def write_rows(path: Path, rows: Iterable[Mapping[str, str]]) -> None:
+    """Rewrite a results CSV with exactly ``rows`` (header included)."""
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS))
+        writer.writeheader()
+        writer.writerows({c: r[c] for c in CSV_COLUMNS} for r in rows)
+    tmp.replace(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Provenance: which weights / encoder made the rows of an output folder
+# --------------------------------------------------------------------------------------------
+
+PROVENANCE_FILE = "provenance.json"
+
+
+def codec_identity(codec: EvalCodec, rate: float) -> str:
+    """What produces a (codec, rate) row: ``weights:<fingerprint>`` for a learned codec (the
+    16-hex-digit weights fingerprint its bitstreams carry), ``pillow:<version>`` for a Pillow
+    codec, else the codec's class name."""
+    fingerprint = getattr(codec, "fingerprint", None)
+    if callable(fingerprint):
+        try:
+            value = fingerprint(rate)
+        except TacoError:
+            value = None
+        if isinstance(value, bytes):
+            return "weights:" + value.hex()
+    from app.classical import is_classical
+
+    if is_classical(getattr(codec, "name", "")):
+        import PIL
+
+        return f"pillow:{PIL.__version__}"
+    return f"class:{type(codec).__name__}"
+
+
+def read_provenance(path: Path) -> dict[str, Any]:
+    """``{"caption_mode": str | None, "rows": {"codec@rate": identity}}`` ({} if absent)."""
+    if not path.exists():
+        return {}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}; delete it or use another --out") from exc
+    if not isinstance(raw, dict) or not isinstance(raw.get("rows", {}), dict):
+        raise ConfigError(f"{path} is not a provenance file of this tool; use another --out")
+    return raw
+
+
 # --------------------------------------------------------------------------------------------
 # Summary and BD-rate
 # --------------------------------------------------------------------------------------------
@@ -603,6 +657,8 @@ class EvalResult:
     plot_paths: list[Path] = field(default_factory=list)
     computed: int = 0
     skipped: int = 0
+    #: codec name -> number of reused rows dropped because its weights/encoder changed
+    stale: dict[str, int] = field(default_factory=dict)
     summary: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     bd: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
@@ -660,12 +716,32 @@ def run_eval(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "results.csv"
+    prov_path = out_dir / PROVENANCE_FILE
     existing = read_rows(csv_path)
+    prior = read_provenance(prov_path)
+    if existing and prior.get("caption_mode") not in (None, caption_mode):
+        raise ConfigError(f"{out_dir} holds caption-mode {prior['caption_mode']!r} results; "
+                          f"use another --out for caption mode {caption_mode!r}")
+    identity = {f"{n}@{format_rate(r)}": codec_identity(loaded[n], r) for n in names for r in plan[n]}
+    made_by = {**prior.get("rows", {})}
+    result = EvalResult(out_dir, csv_path, out_dir / "summary.json", out_dir / "report.md")
+    fresh = []
+    for r in existing:
+        key = f"{r['codec']}@{r['rate']}"
+        if key in identity and made_by.get(key, identity[key]) != identity[key]:
+            result.stale[r["codec"]] = result.stale.get(r["codec"], 0) + 1
+        else:
+            fresh.append(r)
+    if result.stale:  # rows made by other weights / another encoder version: measure again
+        write_rows(csv_path, fresh)
+        existing = fresh
+    made_by.update(identity)
+    prov_path.write_text(json.dumps({"caption_mode": caption_mode, "rows": made_by}, indent=2,
+                                    sort_keys=True) + "\n", encoding="utf-8")
     done = {row_key(r): r for r in existing}
     wanted = [(f.name, n, format_rate(r)) for f in files for n in names for r in plan[n]]
     todo = [k for k in wanted if k not in done]
 
-    result = EvalResult(out_dir, csv_path, out_dir / "summary.json", out_dir / "report.md")
     result.skipped = len(wanted) - len(todo)
     new_file = not csv_path.exists() or not existing and csv_path.stat().st_size == 0
     with open(csv_path, "a", newline="", encoding="utf-8") as fh:
@@ -745,7 +821,8 @@ default rates:
 
 --rates examples:  --rates 30,50,70   (all codecs)   --rates jpeg=10,50 --rates taco=0.0008,0.004
 outputs in --out:  results.csv, summary.json, report.md, rd_plots.html, rd_plots.png
-re-running with the same --out skips (image, codec, rate) rows already in results.csv.
+re-running with the same --out skips (image, codec, rate) rows already in results.csv,
+unless provenance.json shows they were made by other weights (then they are measured again).
 """.format(
     n=LEARNED_DEFAULT_POINTS,
     **{k: ",".join(f"{v:g}" for v in vs) for k, vs in DEFAULT_CLASSICAL_RATES.items()},
@@ -797,6 +874,9 @@ def run_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -
     except TacoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2  # the CLI's exit code for user errors
+    for name, n in result.stale.items():
+        print(f"{name}: weights or encoder changed since {result.csv_path} was written; "
+              f"{n} old rows measured again")
     print(f"{result.computed} measured, {result.skipped} reused from {result.csv_path}")
     print(result.report_path.read_text(encoding="utf-8"))
     for path in [result.csv_path, result.summary_path, result.report_path, *result.plot_paths]:

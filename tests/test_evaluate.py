@@ -287,3 +287,38 @@ def test_caption_modes_measure_the_caption_effect(tmp_path, eval_run, monkeypatc
                             caption_mode=mode)
     assert fake.captions == expected
     assert json.loads(res.summary_path.read_text())["caption_mode"] == mode
+
+
+def test_rerun_after_new_weights_measures_that_codec_again(tmp_path, eval_run, monkeypatch, capsys):
+    """Rows made by other weights are not reused: provenance.json records each codec's fingerprint."""
+    images, _, _ = eval_run
+    fake = _FakeLearned()
+    fake.rate_ladder = [40.0]
+    fake.fingerprint = lambda lmbda=None: b"\x01" * 8  # type: ignore[attr-defined]
+    module = types.ModuleType("app.codec")
+    module.load_codec = lambda name, checkpoint=None: fake  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "app.codec", module)
+    out = tmp_path / "out"
+    run = dict(rates={"jpeg": [60]}, progress=False)
+    first = evaluate.run_eval(images, ["fake", "jpeg"], out, **run)
+    assert (first.computed, first.skipped, first.stale) == (4, 0, {})
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["rows"]["fake@40"] == "weights:" + "01" * 8
+    assert prov["rows"]["jpeg@60"].startswith("pillow:")
+    again = evaluate.run_eval(images, ["fake", "jpeg"], out, **run)
+    assert (again.computed, again.skipped) == (0, 4)
+
+    fake.fingerprint = lambda lmbda=None: b"\x02" * 8  # type: ignore[attr-defined]  # retrained
+    argv = ["--images", str(images), "--codecs", "fake,jpeg", "--rates", "jpeg=60", "--out", str(out),
+            "--no-progress"]
+    assert evaluate.main(argv) == 0
+    assert "fake: weights or encoder changed" in capsys.readouterr().out
+    with open(out / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted((r["codec"], r["image"]) for r in rows) == [
+        ("fake", "a_small.png"), ("fake", "b_large.png"), ("jpeg", "a_small.png"), ("jpeg", "b_large.png")]
+    assert json.loads((out / "provenance.json").read_text())["rows"]["fake@40"] == "weights:" + "02" * 8
+
+    # a different caption mode in the same folder is refused with a one-line error
+    with pytest.raises(ConfigError, match="caption-mode 'given'"):
+        evaluate.run_eval(images, ["fake"], out, progress=False, caption_mode="empty")
