@@ -494,6 +494,27 @@ def test_decode_rejects_garbage(fake, tmp_path):
         H.decode_bitstream(None, fake)
 
 
+def test_decode_tab_refuses_huge_claims_before_any_model_runs(fake, tmp_path, monkeypatch):
+    """Robustness finding D: a tiny file claiming a big image is refused from its header alone."""
+    side = int((H.DECODE_MAX_PIXELS + 1) ** 0.5) + 1
+    p = tmp_path / "big.taco"
+    p.write_bytes(b"193 bytes that claim a big image")
+    monkeypatch.setattr(fake, "read_header", lambda data: FakeHeader("taco-fake", b"\0" * 8, 0.01, side, side))
+    monkeypatch.setattr(fake, "decompress", lambda data: pytest.fail("decoder ran"))
+    with pytest.raises(BitstreamError, match=rf"{side}×{side} image; this demo decodes up to"):
+        H.decode_bitstream(str(p), fake)
+
+
+def test_input_notice_is_one_line(fake, img_path, tmp_path):
+    assert H.input_notice(None, fake) == "" and H.input_notice("  ", fake) == ""
+    text = H.input_notice(img_path, fake)
+    assert text.startswith("128×96 px") and "\n" not in text
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"<not an image>")
+    text = H.input_notice(str(bad), fake)
+    assert text.startswith("**Cannot use this image:**") and "<" not in text and "\n" not in text
+
+
 # =============================================================================================
 # Captions
 # =============================================================================================

@@ -16,6 +16,7 @@ result, shown in the status line, never tracebacks.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import logging
 import math
@@ -649,6 +650,20 @@ def load_image(
         image = image["path"]
     arr, notices = backend.prepare_image(image, max_side)
     return arr, list(notices), _safe_stem(name)
+
+
+def input_notice(image: Any, backend: Backend | None = None) -> str:
+    """One line under the upload: the size the demo will work at and any conversion notices."""
+    if image is None or (isinstance(image, str) and not image.strip()):
+        return ""
+    try:
+        arr, notices, _ = load_image(image, backend)
+    except TacoError as exc:
+        return f"**Cannot use this image:** {html.escape(_one_line(exc), quote=False)}"
+    text = f"{arr.shape[1]}×{arr.shape[0]} px"
+    if notices:
+        text += " · " + "; ".join(html.escape(n, quote=False) for n in notices)
+    return text
 
 
 def _safe_stem(name: str) -> str:
@@ -1409,6 +1424,12 @@ def caption_effect_summary(effect: CaptionEffect, maps: DiffMaps) -> str:
 # =============================================================================================
 
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+#: Largest image (pixels) the decode tab reconstructs. A 193-byte file may claim any size up to
+#: the codec's own bound (``TACO_MAX_PIXELS``, 4.2 MP), which costs ~1 min of CPU on the official
+#: architecture while the queue (concurrency 1) waits; the demo itself writes at most
+#: MAX_SIDE² pixels, so the default bound is twice that. ``python -m app decompress`` has no
+#: such limit beyond the codec's.
+DECODE_MAX_PIXELS = int(os.environ.get("TACO_UI_MAX_DECODE_PIXELS", str(2 * MAX_SIDE * MAX_SIDE)))
 
 
 def decode_bitstream(file: Any, backend: Backend | None = None) -> tuple[np.ndarray, str]:
@@ -1430,11 +1451,16 @@ def decode_bitstream(file: Any, backend: Backend | None = None) -> tuple[np.ndar
             raise BitstreamError(f"{fname} is larger than {MAX_UPLOAD_BYTES >> 20} MB")
         data = path.read_bytes()
     header = backend.read_header(data)
+    h, w = int(header.height), int(header.width)
+    if h * w > DECODE_MAX_PIXELS:  # robustness finding D: bound the work before any model runs
+        raise BitstreamError(
+            f"{_safe_stem(Path(fname).stem)} holds a {w}×{h} image; this demo decodes up to "
+            f"{DECODE_MAX_PIXELS / 1e6:.1f} MP — use `python -m app decompress` for bigger files"
+        )
     t0 = time.perf_counter()
     img = backend.decompress(data)
     ms = (time.perf_counter() - t0) * 1e3
     arr = _to_uint8(img)
-    h, w = int(header.height), int(header.width)
     lam = getattr(header, "lmbda", None)
     lam_text = "n/a" if lam is None or not math.isfinite(lam) else f"{lam:.4g}"
     fp = getattr(header, "fingerprint", b"")

@@ -291,16 +291,7 @@ def build_demo(
         )
 
     def input_notice(image: str | None) -> str:
-        if not image:
-            return ""
-        try:
-            arr, notices, _ = H.load_image(image, backend)
-        except TacoError as exc:
-            return f"**Cannot use this image:** {html.escape(H._one_line(exc))}"
-        text = f"{arr.shape[1]}×{arr.shape[0]} px"
-        if notices:
-            text += " · " + "; ".join(notices)
-        return text
+        return H.input_notice(image, backend)
 
     def do_auto_caption(image: str | None, caption: str) -> str:
         if not image:
@@ -714,7 +705,11 @@ def build_demo(
             api_visibility="private",
             **light,
         )
-        image.change(input_notice, [image], [image_note], api_visibility="private", **light)
+        # queued (robustness finding C): the notice decodes the whole upload, so concurrent
+        # uploads must be bounded like every other heavy event
+        image.change(input_notice, [image], [image_note],
+                     api_visibility="private", show_progress="hidden", concurrency_limit=2,
+                     concurrency_id="input_notice")
         auto_btn.click(
             do_auto_caption,
             [image, caption],
