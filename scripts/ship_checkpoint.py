@@ -6,6 +6,10 @@ Reads ``RUN/state.pt`` (or ``RUN/<model>.safetensors``), ``RUN/train_config.json
 ``RUN/log.csv``; writes ``checkpoints/<model>.safetensors`` and the manifest entry
 ``<model>``: config, λ range, steps, wall time, hardware, data, sha256. Kodak results are added
 later with ``--kodak-json`` (an eval ``summary.json``).
+
+A model trained in phases (a run started with ``init_from`` another run's ``state.pt``) lists the
+earlier runs with ``--prior RUN`` (repeatable, oldest first): the entry then has ``phases``
+(steps, minutes, lr and init of each run) and ``steps`` / ``train_minutes`` are their totals.
 """
 
 from __future__ import annotations
@@ -24,12 +28,26 @@ from app.codec import file_sha256  # noqa: E402
 from app.models.factory import create_model, load_config, save_weights  # noqa: E402
 
 
+def phase(run: Path, state: dict | None = None) -> dict:
+    """Steps, minutes, learning rate and initialisation of one training run."""
+    if state is None:
+        state = torch.load(run / "state.pt", map_location="cpu", weights_only=True)
+    tcfg = json.loads((run / "train_config.json").read_text())
+    init = tcfg.get("init_from")
+    return {"run": run.name, "steps": int(state["step"]),
+            "minutes": round(float(state.get("train_seconds", 0.0)) / 60, 1),
+            "lr": tcfg.get("lr"), "lr_milestones": tcfg.get("lr_milestones"), "k_P": tcfg.get("k_P"),
+            "init_from": Path(init).parent.name + "/" + Path(init).name if init else None}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
     ap.add_argument("--hardware", required=True)
     ap.add_argument("--notes", default="")
     ap.add_argument("--kodak-json", type=Path, default=None, help="eval summary.json to attach")
+    ap.add_argument("--prior", type=Path, action="append", default=[],
+                    help="an earlier training phase of the same weights (oldest first; repeatable)")
     args = ap.parse_args(argv)
 
     tcfg = json.loads((args.run / "train_config.json").read_text())
@@ -38,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     model = create_model(cfg)
     state = torch.load(args.run / "state.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
-    steps = int(state["step"])
-    wall_min = float(state.get("train_seconds", 0.0)) / 60
+    phases = [phase(run) for run in [*args.prior, args.run]]
+    phases[-1] = phase(args.run, state)
+    steps = sum(p["steps"] for p in phases)
+    wall_min = sum(p["minutes"] for p in phases)
     out = ROOT / "checkpoints" / f"{name}.safetensors"
     save_weights(model, out, half=True, extra={"steps": str(steps), "notes": args.notes})
 
@@ -61,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         "4 held out for validation. Never Kodak or the 208 coco_val2017 evaluation images.",
         "notes": args.notes,
     }
+    if len(phases) > 1:
+        entry["phases"] = phases
     if args.kodak_json:
         entry["kodak"] = json.loads(args.kodak_json.read_text()).get("codecs")
     old = manifest.get(name, {})
