@@ -5,9 +5,9 @@
 Each step is a plain ``python -m app eval`` run (the exact command lands in each ``report.md``):
 
 * ``kodak``: TACO, ELIC, JPEG, WebP, AVIF on Kodak-24 with the OFA captions, anchor JPEG, into
-  ``out/kodak``; then TACO against ELIC (anchor ELIC) into ``out/kodak_vs_elic``.
+  ``out/kodak``; then TACO against ELIC (anchor ELIC) into ``out/kodak_taco_vs_elic``.
 * ``coco``: the same on the 208 COCO val2017 images with their human captions (first caption of
-  each list), into ``out/coco`` and ``out/coco_vs_elic``.
+  each list), into ``out/coco`` and ``out/coco_taco_vs_elic``.
 * ``captions``: TACO on the first 8 Kodak images with the correct, the empty and another image's
   caption (``out/cap_{given,empty,other}``); prints the caption-effect table.
 
@@ -82,7 +82,7 @@ def rd_set(key: str) -> list[str]:
     common = ["--images", data_arg(folder), "--captions", data_arg(captions)]
     run([*common, "--codecs", "taco,elic,jpeg,webp,avif", *LEARNED_RATES, "--out", str(out),
          "--anchor", "jpeg", "--plotlyjs", "directory", "--no-progress"])
-    vs = Path("out") / f"{key}_vs_elic"
+    vs = Path("out") / f"{key}_taco_vs_elic"
     copy_run(out, vs)
     run([*common, "--codecs", "taco,elic", *LEARNED_RATES, "--out", str(vs), "--anchor", "elic",
          "--plotlyjs", "directory", "--no-progress"])
@@ -140,8 +140,15 @@ def publish(out_dirs: list[str], table: str | None) -> None:
             continue
         dst = docs / name
         dst.mkdir(parents=True, exist_ok=True)
+        shared_js = docs / "kodak" / "plotly.min.js"  # one copy of plotly.js (4.8 MB) in the repo
         for f in OUTPUTS:
-            if (d / f).exists():
+            if not (d / f).exists() or (f == "plotly.min.js" and name != "kodak" and shared_js.exists()):
+                continue
+            if f == "rd_plots.html" and name != "kodak" and shared_js.exists():
+                html = (d / f).read_text(encoding="utf-8")
+                html = html.replace('src="plotly.min.js"', 'src="../kodak/plotly.min.js"')
+                (dst / f).write_text(html, encoding="utf-8")
+            else:
                 shutil.copy2(d / f, dst / f)
         print(f"published {d} -> {dst.relative_to(ROOT)}")
     if table:

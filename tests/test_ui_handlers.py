@@ -621,6 +621,16 @@ def test_parse_reference_json_shapes(tmp_path):
     webp = next(c for c in curves if c.name == "WebP")
     assert webp.lpips == () and webp.psnr == (30.0,)
     assert H.load_reference_curves(tmp_path / "missing") == []
+    # the same codec in a second result folder is drawn once; other datasets only on request
+    (tmp_path / "sub2").mkdir()
+    (tmp_path / "sub2" / "summary.json").write_text(json.dumps(summary))
+    coco = {**summary, "image_dir": "../shared/data/coco_val2017"}
+    (tmp_path / "sub3").mkdir()
+    (tmp_path / "sub3" / "summary.json").write_text(json.dumps(coco))
+    curves = H.load_reference_curves(tmp_path)
+    assert [c.source for c in curves if c.name == "TACO"] == ["docs/results/sub/summary.json"] * 2
+    everything = H.load_reference_curves(tmp_path, dataset=None)
+    assert {c.dataset for c in everything if c.name == "TACO"} == {"Kodak", "Coco_Val2017"}
 
 
 def test_rd_figure(fake, img_path):

@@ -1654,9 +1654,25 @@ def parse_reference_json(obj: Any, source: str = "") -> list[RefCurve]:
     return curves
 
 
-def load_reference_curves(results_dir: Path | None = None) -> list[RefCurve]:
-    """Our own Kodak curves from docs/results/**/*.json (`python -m app eval`), if any."""
-    folder = results_dir or RESULTS_DIR
+def load_reference_curves(results_dir: Path | None = None, dataset: str | None = "Kodak"
+                          ) -> list[RefCurve]:
+    """Our own curves from docs/results/**/*.json (`python -m app eval`), if any.
+
+    Only ``dataset`` (None: every dataset), and each (codec, dataset, LPIPS convention) once:
+    several result folders hold the same measured rows (e.g. ``kodak`` and ``kodak_classical``).
+    """
+    found = _read_reference_curves(results_dir or RESULTS_DIR)
+    seen: set[tuple[str, str, str]] = set()
+    curves: list[RefCurve] = []
+    for c in found:
+        key = (c.name, c.dataset, c.lpips_convention)
+        if (dataset is None or c.dataset.lower() == dataset.lower()) and key not in seen:
+            seen.add(key)
+            curves.append(c)
+    return curves
+
+
+def _read_reference_curves(folder: Path) -> list[RefCurve]:
     curves: list[RefCurve] = []
     if not folder.is_dir():
         return curves
