@@ -13,9 +13,12 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from app.ui.layout import build_demo, launch_kwargs  # noqa: E402
+# The decode tab's worker process (app.sandbox, "spawn") re-runs this file as __mp_main__: it
+# needs none of the UI.
+if __name__ != "__mp_main__":
+    from app.ui.layout import build_demo, launch_kwargs
 
-demo = build_demo()
+    demo = build_demo()
 
 if __name__ == "__main__":
     demo.launch(**launch_kwargs())

@@ -585,8 +585,34 @@ def read_header(data: bytes) -> bitstream.Header:
     return bitstream.read_header(data)
 
 
+def decoder_key(header: bitstream.Header) -> tuple[str, str | None, bool]:
+    """``load_codec`` arguments (name, checkpoint, allow_random) of the weights that made a file.
+
+    A loaded codec whose weights fingerprint matches the header wins (so files made with a
+    user's checkpoint or with random development weights decode with those); otherwise the
+    default weights of the named model. Used to decode in another process (`app.sandbox`).
+    """
+    if header.model_id not in LEARNED:
+        raise BitstreamError(f"bitstream names an unknown model {header.model_id!r}")
+    with _CACHE_LOCK:
+        items = list(_CACHE.items())
+    for (name, checkpoint, allow_random), codec in items:
+        if not isinstance(codec, LearnedCodec) or codec.name != header.model_id:
+            continue
+        try:
+            if codec._variant(header.lmbda).fingerprint == header.fingerprint:
+                return name, checkpoint, allow_random
+        except TacoError:
+            continue
+    return header.model_id, None, _allow_random(False)
+
+
 def decompress(data: bytes) -> Image.Image:
-    """Decode a `.taco` file with the model its header names. No caption is needed."""
+    """Decode a `.taco` file with the model its header names. No caption is needed.
+
+    For files from strangers (the demo's decode tab) use `app.sandbox.decompress_untrusted`,
+    which runs this decoder in a child process.
+    """
     header, strings = bitstream.unpack(data)
     if header.model_id not in LEARNED:
         raise BitstreamError(f"bitstream names an unknown model {header.model_id!r}")

@@ -138,6 +138,10 @@ class PackageBackend:
     def decompress(self, data: bytes) -> Image.Image:
         return _import("app.codec").decompress(data)
 
+    def decompress_untrusted(self, data: bytes) -> Image.Image:
+        """An uploaded file: decoded in a worker process (`app.sandbox`)."""
+        return _import("app.sandbox").decompress_untrusted(data)
+
     def read_header(self, data: bytes) -> Any:
         return _import("app.codec").read_header(data)
 
@@ -1458,7 +1462,8 @@ def decode_bitstream(file: Any, backend: Backend | None = None) -> tuple[np.ndar
             f"{DECODE_MAX_PIXELS / 1e6:.1f} MP — use `python -m app decompress` for bigger files"
         )
     t0 = time.perf_counter()
-    img = backend.decompress(data)
+    # a stranger's file: a backend that can decode in a separate process does (app.sandbox)
+    img = getattr(backend, "decompress_untrusted", backend.decompress)(data)
     ms = (time.perf_counter() - t0) * 1e3
     arr = _to_uint8(img)
     lam = getattr(header, "lmbda", None)
