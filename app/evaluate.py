@@ -457,6 +457,57 @@ def pchip_integral(x: Sequence[float], y: Sequence[float], lo: float, hi: float)
     return float(total)
 
 
+def pchip_eval(x: Sequence[float], y: Sequence[float], xq: float) -> float:
+    """The PCHIP interpolant through (x, y) at ``xq`` (x strictly increasing, x[0] ≤ xq ≤ x[-1])."""
+    xs = np.asarray(x, dtype=np.float64)
+    ys = np.asarray(y, dtype=np.float64)
+    d = _pchip_slopes(xs, ys)
+    k = int(np.clip(np.searchsorted(xs, xq, side="right") - 1, 0, xs.size - 2))
+    hk = xs[k + 1] - xs[k]
+    t = (xq - xs[k]) / hk
+    return float((2 * t**3 - 3 * t**2 + 1) * ys[k] + (t**3 - 2 * t**2 + t) * hk * d[k]
+                 + (-2 * t**3 + 3 * t**2) * ys[k + 1] + (t**3 - t**2) * hk * d[k + 1])
+
+
+#: Columns compared at matched bpp (`matched_bpp`).
+MATCHED_COLUMNS: tuple[str, ...] = ("psnr", "ms_ssim", "lpips")
+
+
+def matched_bpp(summary: Mapping[str, list[dict[str, Any]]], anchor: str
+                ) -> dict[str, list[dict[str, Any]]]:
+    """Each codec's points against the anchor's curve read at the same bpp.
+
+    For every point of every other codec: ``anchor_<col>`` is the anchor's quality at that bpp,
+    interpolated by PCHIP over log-bpp between the anchor's measured points (None outside its bpp
+    range: no extrapolation), and ``delta_<col>`` = codec − anchor. This is "TACO vs ELIC at
+    matched bpp" point by point; the BD-rate is its average over a range.
+    """
+    out: dict[str, list[dict[str, Any]]] = {}
+    if anchor not in summary:
+        return out
+    for codec, points in summary.items():
+        if codec == anchor:
+            continue
+        rows = []
+        for p in points:
+            row: dict[str, Any] = {"rate": p["rate"], "bpp": p["bpp"]}
+            for col in MATCHED_COLUMNS:
+                ref = sorted((a["bpp"], a[col]) for a in summary[anchor]
+                             if a["bpp"] and a["bpp"] > 0 and a[col] is not None)
+                xs = np.log([b for b, _ in ref])
+                value = None
+                if p["bpp"] and p["bpp"] > 0 and xs.size >= 2 and np.all(np.diff(xs) > 0):
+                    lx = math.log(p["bpp"])
+                    if xs[0] <= lx <= xs[-1]:
+                        value = pchip_eval(xs, [q for _, q in ref], lx)
+                row[col] = p[col]
+                row[f"anchor_{col}"] = value
+                row[f"delta_{col}"] = None if value is None or p[col] is None else p[col] - value
+            rows.append(row)
+        out[codec] = rows
+    return out
+
+
 def _prepare_curve(rates: Sequence[float], quality: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """(quality, log-rate) sorted by quality, equal qualities merged, non-finite points dropped."""
     r = np.asarray(rates, dtype=np.float64)
@@ -562,7 +613,23 @@ def markdown_tables(summary: Mapping[str, list[dict[str, Any]]],
         lines.append(f"| {codec} | " + " | ".join(cells) + " |")
     if not codecs:
         lines.append("| (only the anchor was evaluated) | | | |")
+    matched = matched_bpp(summary, anchor)
+    if any(matched.values()):
+        lines += ["", f"At matched bpp: **{anchor}** read at each point's bpp (PCHIP over log bpp; "
+                  f"– outside {anchor}'s measured range):", "",
+                  f"| codec | rate | bpp | PSNR | {anchor} PSNR | ΔPSNR dB | LPIPS | {anchor} LPIPS | ΔLPIPS |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for codec, rows in matched.items():
+            for r in rows:
+                lines.append(
+                    f"| {codec} | {r['rate']} | {_cell(r['bpp'], 3)} | {_cell(r['psnr'], 2)} | "
+                    f"{_cell(r['anchor_psnr'], 2)} | {_signed(r['delta_psnr'], 2)} | {_cell(r['lpips'], 4)} | "
+                    f"{_cell(r['anchor_lpips'], 4)} | {_signed(r['delta_lpips'], 4)} |")
     return "\n".join(lines) + "\n"
+
+
+def _signed(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:+.{digits}f}"
 
 
 _PLOT_PANELS: tuple[tuple[str, str], ...] = (
@@ -791,6 +858,7 @@ def run_eval(
         },
         "codecs": result.summary,
         "bd_rate": result.bd,
+        "matched_bpp": matched_bpp(result.summary, anchor),
     }
     result.summary_path.write_text(json.dumps(_json_safe(payload), indent=2) + "\n", encoding="utf-8")
 

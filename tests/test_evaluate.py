@@ -62,6 +62,35 @@ def test_pchip_integral_matches_scipy():
         assert evaluate.pchip_integral(x, y, lo, hi) == pytest.approx(float(want), rel=1e-12)
 
 
+
+def test_pchip_eval_matches_scipy():
+    interpolate = pytest.importorskip("scipy.interpolate")
+    x = np.array([1.0, 2.0, 4.0, 5.0, 9.0])
+    y = np.array([0.3, -1.0, 2.0, 2.5, 0.1])
+    f = interpolate.PchipInterpolator(x, y)
+    for xq in [1.0, 1.3, 2.0, 3.7, 4.5, 8.99, 9.0]:
+        assert evaluate.pchip_eval(x, y, xq) == pytest.approx(float(f(xq)), abs=1e-12)
+
+
+def test_matched_bpp_reads_the_anchor_at_each_point():
+    def pt(rate, bpp, psnr, lpips):
+        return {"rate": rate, "n": 1, "bpp": bpp, "psnr": psnr, "psnr_float": psnr, "ms_ssim": None,
+                "lpips": lpips, "lpips_paper": None, "encode_ms": 1.0, "decode_ms": 1.0}
+
+    summary = {
+        "elic": [pt("1", 0.1, 26.0, 0.4), pt("2", 0.2, 28.0, 0.3), pt("3", 0.4, 30.0, 0.2)],
+        "taco": [pt("1", 0.2, 27.0, 0.2), pt("2", 0.05, 25.0, 0.5), pt("3", 0.3, 28.5, 0.15)],
+    }
+    rows = evaluate.matched_bpp(summary, "elic")["taco"]
+    assert rows[0]["anchor_psnr"] == pytest.approx(28.0) and rows[0]["delta_psnr"] == pytest.approx(-1.0)
+    assert rows[0]["delta_lpips"] == pytest.approx(-0.1)
+    assert rows[1]["anchor_psnr"] is None and rows[1]["delta_psnr"] is None  # below ELIC's range
+    assert 28.0 < rows[2]["anchor_psnr"] < 30.0  # between two measured points, not extrapolated
+    assert rows[2]["anchor_ms_ssim"] is None
+    table = evaluate.markdown_tables(summary, evaluate.bd_rates(summary, "elic"), "elic", "pchip")
+    assert "At matched bpp" in table and "| taco | 1 | 0.200 | 27.00 | 28.00 | -1.00 |" in table
+
+
 # --------------------------------------------------------------------------- inputs
 
 
