@@ -99,11 +99,12 @@ def caption_table(dirs: dict[str, Path], rates: list[str]) -> str:
     lines = ["| λ | caption | bpp | PSNR dB | LPIPS | Δbpp | ΔPSNR dB | ΔLPIPS |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for rate in rates:
-        means = {}
-        for mode, d in dirs.items():
-            rows = [r for r in evaluate.read_rows(d / "results.csv") if r["codec"] == "taco"
-                    and r["rate"] == rate]
-            means[mode] = {c: mean(rows, c) for c in ("bpp", "psnr", "lpips")}
+        rows = {mode: [r for r in evaluate.read_rows(d / "results.csv")
+                       if r["codec"] == "taco" and r["rate"] == rate] for mode, d in dirs.items()}
+        # the same images in every mode (the "given" folder may hold more of them)
+        common = set.intersection(*({r["image"] for r in rs} for rs in rows.values()))
+        means = {mode: {c: mean([r for r in rs if r["image"] in common], c)
+                        for c in ("bpp", "psnr", "lpips")} for mode, rs in rows.items()}
         g = means["given"]
         for mode, m in means.items():
             if mode == "given":

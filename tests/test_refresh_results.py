@@ -43,7 +43,8 @@ def test_caption_table_deltas(tmp_path, refresh):
         d = tmp_path / mode
         d.mkdir()
         evaluate.write_rows(d / "results.csv", [_row(f"{i}.png", "taco", "0.01", bpp, psnr, lp) for i in range(3)]
-                            + [_row("0.png", "jpeg", "50", 9, 9, 9)])
+                            + [_row("0.png", "jpeg", "50", 9, 9, 9)]
+                            + ([_row("9.png", "taco", "0.01", 5, 50, 0.9)] if mode == "given" else []))
         dirs[mode] = d
     table = refresh.caption_table(dirs, ["0.01"]).splitlines()
     assert table[2] == "| 0.01 | correct | 0.5000 | 30.000 | 0.2000 | — | — | — |"
