@@ -397,6 +397,27 @@ def test_save_and_load_weights(tmp_path: Path, taco: TACO, half: bool) -> None:
     assert path.stat().st_size < (2 if half else 4) * n_params + 100_000  # no coder tables stored
 
 
+def test_saved_weights_are_byte_identical_across_processes(tmp_path: Path) -> None:
+    """safetensors writes its metadata in hash order; save_weights sorts it, so the same
+    weights always get the same sha256 (the bitstream fingerprint)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch; from app.models.factory import create_model, save_weights; "
+        "torch.manual_seed(0); m = create_model('elic-tiny'); "
+        "save_weights(m, sys.argv[1], half=True, extra={'a': '1', 'b': '2', 'c': '3', 'steps': '9'})"
+    )
+    root = Path(__file__).resolve().parents[1]
+    paths = [tmp_path / f"w{i}.safetensors" for i in range(3)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", code, str(path)], check=True, cwd=root, timeout=300)
+    first = paths[0].read_bytes()
+    assert all(p.read_bytes() == first for p in paths[1:])
+    meta = read_weights_metadata(paths[0])
+    assert meta["steps"] == "9" and json.loads(meta["config"])["name"] == "elic-tiny"
+
+
 def test_load_weights_errors(tmp_path: Path, elic: ELIC) -> None:
     with pytest.raises(MissingModelError):
         load_weights(create_model("elic-tiny"), tmp_path / "absent.safetensors")

@@ -178,6 +178,24 @@ def save_weights(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=metadata)
+    _canonicalise_header(path)
+
+
+def _canonicalise_header(path: Path) -> None:
+    """Rewrite a safetensors header with sorted keys, so equal weights give equal bytes.
+
+    safetensors writes the metadata map in hash order, which changes from process to process:
+    the same weights saved twice got different sha256s, and so different bitstream fingerprints.
+    The header is JSON padded with spaces to a fixed length; the sorted form has the same length,
+    and readers locate tensors by their offsets, not by the order of the entries.
+    """
+    with open(path, "r+b") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(n))
+        text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) <= n:
+            fh.seek(8)
+            fh.write(text + b" " * (n - len(text)))
 
 
 def read_weights_metadata(path: str | Path) -> dict[str, str]:
