@@ -717,7 +717,6 @@ def run_compare(
     arr, notices, name = load_image(image, backend)
     digest = image_digest(arr)
     caption = backend.clean_caption(caption or "")
-    with_ms = True
     notes: list[str] = []
 
     progress(0.08, f"Loading {ms.taco}")
@@ -727,22 +726,20 @@ def run_compare(
     rate_text = spec.describe(rate)
     random_weights = _is_random(taco_codec)
 
+    def run(codec: Any, **kwargs: Any) -> CodecRun:
+        """One codec on this request's image, with this request's metrics settings and notes."""
+        return _run_codec(backend, codec, arr, digest, convention=lpips_convention,
+                          use_cache=use_cache, notes=notes, **kwargs)
+
     progress(0.15, "TACO: encode (caption → text adapter) and decode")
     runs: list[CodecRun] = []
-    taco = _run_codec(
-        backend,
+    taco = run(
         taco_codec,
-        arr,
-        digest,
         row_id="taco",
         label="TACO",
         caption=caption,
         lmbda=None if target_bpp else lam,
         target_bpp=target_bpp,
-        convention=lpips_convention,
-        with_ms_ssim=with_ms,
-        use_cache=use_cache,
-        notes=notes,
     )
     runs.append(taco)
     if target_bpp is not None:
@@ -764,42 +761,14 @@ def run_compare(
     if elic_codec is not None:
         progress(0.5, "ELIC: encode and decode (no text)")
         elic_lam = RateSpec.of(elic_codec).fit(lam)
-        runs.append(
-            _run_codec(
-                backend,
-                elic_codec,
-                arr,
-                digest,
-                row_id="elic",
-                label="ELIC (same λ)",
-                lmbda=elic_lam,
-                convention=lpips_convention,
-                with_ms_ssim=with_ms,
-                use_cache=use_cache,
-                notes=notes,
-            )
-        )
+        runs.append(run(elic_codec, row_id="elic", label="ELIC (same λ)", lmbda=elic_lam))
 
     if rate_matched:
         target = taco.bpp
         if elic_codec is not None:
             progress(0.65, f"ELIC: searching λ for {target:.3f} bpp")
             try:
-                runs.append(
-                    _run_codec(
-                        backend,
-                        elic_codec,
-                        arr,
-                        digest,
-                        row_id="elic@bpp",
-                        label="ELIC @ TACO bpp",
-                        target_bpp=target,
-                        convention=lpips_convention,
-                        with_ms_ssim=with_ms,
-                        use_cache=use_cache,
-                        notes=notes,
-                    )
-                )
+                runs.append(run(elic_codec, row_id="elic@bpp", label="ELIC @ TACO bpp", target_bpp=target))
             except TacoError as exc:
                 notes.append(f"ELIC rate matching failed: {_one_line(exc)}")
         for i, cname in enumerate(classical):
@@ -807,19 +776,12 @@ def run_compare(
             try:
                 codec = backend.classical_codec(cname)
                 runs.append(
-                    _run_codec(
-                        backend,
+                    run(
                         codec,
-                        arr,
-                        digest,
                         row_id=f"{cname}@bpp",
                         label=f"{cname.upper() if cname != 'webp' else 'WebP'} @ TACO bpp",
                         target_bpp=target,
                         learned=False,
-                        convention=lpips_convention,
-                        with_ms_ssim=with_ms,
-                        use_cache=use_cache,
-                        notes=notes,
                     )
                 )
             except TacoError as exc:
