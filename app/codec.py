@@ -33,6 +33,7 @@ from PIL import Image
 from app import bitstream
 from app.errors import BitstreamError, ConfigError, MissingModelError, TacoError
 from app.images import ImageLike, to_rgb_array
+from app.lpips_offline import sha256_file
 from app.metrics import bpp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,17 +101,9 @@ def as_float32(x: float) -> float:
 # --------------------------------------------------------------------------- weights bookkeeping
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @functools.lru_cache(maxsize=64)
 def _cached_sha256(path: str, size: int, mtime: float) -> str:
-    return file_sha256(Path(path))
+    return sha256_file(Path(path))
 
 
 def weights_sha256(path: Path) -> str:

@@ -135,12 +135,10 @@ def flax_to_lpips_state_dict(params: Mapping[str, Any], net: str = "alex") -> di
 
 
 def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, streamed."""
-    digest = hashlib.sha256()
+    """Hex SHA-256 of a file, streamed (the checksum ``checkpoints/manifest.json`` records for
+    every shipped file; `app.codec` checks codec weights with it too)."""
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def manifest_entry(net: str = "alex", manifest: Path = MANIFEST_PATH) -> dict[str, Any]:

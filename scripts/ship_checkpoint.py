@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.codec import file_sha256  # noqa: E402
+from app.lpips_offline import sha256_file  # noqa: E402
 from app.models.factory import create_model, load_config, save_weights  # noqa: E402
 
 
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     entry = {
         "file": out.name,
-        "sha256": file_sha256(out),
+        "sha256": sha256_file(out),
         "bytes": out.stat().st_size,
         "kind": "codec",
         "config": f"app/configs/{name}.json",
