@@ -607,25 +607,13 @@ def decompress(data: bytes) -> Image.Image:
     which runs this decoder in a child process.
     """
     header, strings = bitstream.unpack(data)
-    if header.model_id not in LEARNED:
-        raise BitstreamError(f"bitstream names an unknown model {header.model_id!r}")
-    candidates = [
-        c for c in loaded_codecs() if isinstance(c, LearnedCodec) and c.name == header.model_id
-    ]
-    for codec in candidates:
-        try:
-            match = codec._variant(header.lmbda).fingerprint == header.fingerprint
-        except TacoError:
-            continue
-        if match:
-            # Robustness review: decode outside the try. Inside it, a BitstreamError raised while
-            # decoding (a corrupted or oversized file) was swallowed and the user got a misleading
-            # "has random weights only" / "weights not in checkpoints" error instead.
-            return codec._decode(header, strings)
+    # Robustness review: only loading is inside the try. A BitstreamError raised while decoding
+    # (a corrupted or oversized file) must reach the user as it is, not turn into a misleading
+    # "has random weights only" / "weights not in checkpoints" error.
     try:
-        codec = load_codec(header.model_id)
+        codec = load_codec(*decoder_key(header))
     except MissingModelError:
-        if not candidates:
+        if not any(isinstance(c, LearnedCodec) and c.name == header.model_id for c in loaded_codecs()):
             raise
         # Only other weights of this model are at hand (e.g. a random-weights development codec).
         raise BitstreamError(
