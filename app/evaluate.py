@@ -485,6 +485,12 @@ def matched_bpp(summary: Mapping[str, list[dict[str, Any]]], anchor: str
     out: dict[str, list[dict[str, Any]]] = {}
     if anchor not in summary:
         return out
+    curves: dict[str, tuple[np.ndarray, list[float]] | None] = {}  # col -> (log bpp, quality)
+    for col in MATCHED_COLUMNS:
+        ref = sorted((a["bpp"], a[col]) for a in summary[anchor]
+                     if a["bpp"] and a["bpp"] > 0 and a[col] is not None)
+        xs = np.log([b for b, _ in ref])
+        curves[col] = (xs, [q for _, q in ref]) if xs.size >= 2 and np.all(np.diff(xs) > 0) else None
     for codec, points in summary.items():
         if codec == anchor:
             continue
@@ -492,14 +498,12 @@ def matched_bpp(summary: Mapping[str, list[dict[str, Any]]], anchor: str
         for p in points:
             row: dict[str, Any] = {"rate": p["rate"], "bpp": p["bpp"]}
             for col in MATCHED_COLUMNS:
-                ref = sorted((a["bpp"], a[col]) for a in summary[anchor]
-                             if a["bpp"] and a["bpp"] > 0 and a[col] is not None)
-                xs = np.log([b for b, _ in ref])
+                curve = curves[col]
                 value = None
-                if p["bpp"] and p["bpp"] > 0 and xs.size >= 2 and np.all(np.diff(xs) > 0):
+                if curve is not None and p["bpp"] and p["bpp"] > 0:
                     lx = math.log(p["bpp"])
-                    if xs[0] <= lx <= xs[-1]:
-                        value = pchip_eval(xs, [q for _, q in ref], lx)
+                    if curve[0][0] <= lx <= curve[0][-1]:
+                        value = pchip_eval(curve[0], curve[1], lx)
                 row[col] = p[col]
                 row[f"anchor_{col}"] = value
                 row[f"delta_{col}"] = None if value is None or p[col] is None else p[col] - value
