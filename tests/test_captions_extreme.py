@@ -133,19 +133,8 @@ def test_token_info_on_raw_text(name: str, minilm: object) -> None:
 # ------------------------------------------------------------------------------- TACO compress
 
 
-def _tiny_reason() -> str | None:
-    try:
-        from app.models.factory import list_configs
-    except ImportError as exc:
-        return f"app.models.factory is not importable yet ({exc})"
-    return None if "taco-tiny" in list_configs() else "taco-tiny config missing"
-
-
 @pytest.fixture(scope="module")
 def taco() -> Iterator[object]:
-    reason = _tiny_reason()
-    if reason:
-        pytest.skip(reason)
     import torch
 
     from app.codec import load_codec
@@ -189,8 +178,6 @@ def test_ui_token_counter_reports_truncation() -> None:
         from app.ui import handlers as H
     except ImportError as exc:
         pytest.skip(f"app/ui/handlers.py not importable yet ({exc})")
-    if _tiny_reason():
-        pytest.skip(_tiny_reason() or "")
     for name, text in EXTREME.items():
         md = H.caption_token_markdown(text, H.TINY_SET)
         assert isinstance(md, str) and md, name

@@ -247,15 +247,6 @@ def test_header_bounds_make_giant_allocations_impossible() -> None:
 # ------------------------------------------------------------------------------- the real decoder
 
 
-def _tiny_reason() -> str | None:
-    try:
-        from app.models.factory import list_configs
-    except ImportError as exc:
-        return f"app.models.factory is not importable yet ({exc})"
-    missing = {"taco-tiny", "elic-tiny"} - set(list_configs())
-    return f"tiny model configs missing: {sorted(missing)}" if missing else None
-
-
 @dataclass
 class RealFiles:
     """Real `.taco` files from the tiny random models, and the process size before fuzzing them."""
@@ -266,9 +257,6 @@ class RealFiles:
 
 @pytest.fixture(scope="module")
 def real() -> Iterator[RealFiles]:
-    reason = _tiny_reason()
-    if reason:
-        pytest.skip(reason)
     import torch
 
     from app.codec import load_codec

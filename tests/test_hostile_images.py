@@ -55,15 +55,6 @@ METRICS_SKINNY_BUG: set[str] = set()  # fixed: MS-SSIM is n/a for slivers (app/m
 UI_MEMORY_CAP = 3 << 30
 
 
-def _tiny_reason() -> str | None:
-    try:
-        from app.models.factory import list_configs
-    except ImportError as exc:
-        return f"app.models.factory is not importable yet ({exc})"
-    missing = {"taco-tiny", "elic-tiny"} - set(list_configs())
-    return f"tiny model configs missing: {sorted(missing)}" if missing else None
-
-
 @pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:
     """Tiny models run ~10x faster on one torch thread than on two contending ones."""
@@ -77,9 +68,7 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def tiny(one_thread: None) -> None:
-    reason = _tiny_reason()
-    if reason:
-        pytest.skip(reason)
+    """The tiny random models, on one thread (their configs ship in app/configs)."""
 
 
 def _write(tmp_path: Path, case: hostile.Case) -> Path:
@@ -243,8 +232,6 @@ def _check_cli_output(rc: int, out: str, err: str) -> None:
 def test_cli_compress(
     case: hostile.Case, tmp_path: Path, capsys: pytest.CaptureFixture[str], one_thread: None
 ) -> None:
-    if case.expect == "ok" and _tiny_reason():
-        pytest.skip(_tiny_reason() or "")
     src = _write(tmp_path, case)
     out_file = tmp_path / "out.taco"
     with warnings.catch_warnings():
