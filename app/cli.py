@@ -7,6 +7,8 @@ one line on stderr and a non-zero exit (2), never a traceback (set ``TACO_DEBUG=
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
 import sys
 import time
@@ -90,6 +92,11 @@ def _compress(args: argparse.Namespace) -> int:
         lam = args.lmbda
     dt = time.perf_counter() - t0
     _write_bytes(args.output, data)
+    if args.lmbda is not None and lam is not None and not math.isclose(lam, args.lmbda, rel_tol=1e-6):
+        offered = (f"range {codec.rate_range[0]:g}–{codec.rate_range[1]:g}" if codec.rate_range
+                   else "λ values " + ", ".join(f"{r:g}" for r in codec.rate_ladder or []))
+        print(f"note: λ {args.lmbda:g} is not offered by {codec.name} ({offered}); used {lam:.6g}",
+              file=sys.stderr)
     rate = f"λ={lam:.6g}, " if lam is not None else ""
     print(
         f"{one_line(args.output)}: {len(data)} bytes, {bpp(data, h, w):.4f} bpp "
@@ -99,12 +106,14 @@ def _compress(args: argparse.Namespace) -> int:
 
 
 def _decompress(args: argparse.Namespace) -> int:
-    from app.codec import decompress, read_header
+    from app.codec import decoder_key, decompress, load_codec, read_header
 
     data = _read_bytes(args.input)
     header = read_header(data)
     if args.allow_random:
         os.environ["TACO_ALLOW_RANDOM"] = "1"
+    with contextlib.suppress(TacoError):  # load the weights outside the timing, as compress does;
+        load_codec(*decoder_key(header))  # a failure is reported by decompress() below
     t0 = time.perf_counter()
     img = decompress(data)
     dt = time.perf_counter() - t0

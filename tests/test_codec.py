@@ -130,6 +130,19 @@ def test_cli_round_trip(tmp_path, img, capsys):
     assert "model=taco-tiny" in capsys.readouterr().out
 
 
+def test_cli_says_when_lambda_is_clamped(tmp_path, img, capsys):
+    src = tmp_path / "in.png"
+    Image.fromarray(img).save(src)
+    argv = ["compress", str(src), "-o", str(tmp_path / "x.taco"), "--model", "taco-tiny", "--allow-random"]
+    lo, hi = load_codec("taco-tiny", allow_random=True).rate_range
+    assert cli_main([*argv, "--lmbda", "5"]) == 0
+    captured = capsys.readouterr()
+    assert f"note: λ 5 is not offered by taco-tiny (range {lo:g}–{hi:g}); used {hi:.6g}" in captured.err
+    assert f"λ={hi:.6g}" in captured.out
+    assert cli_main([*argv, "--lmbda", f"{hi:.6g}"]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv, needle",
     [
