@@ -76,6 +76,24 @@ def test_exact_conv_is_close_to_float_and_independent_of_threads(transposed: boo
     assert float((outs[0] - ref).abs().max()) < 1e-3 * float(ref.abs().max())
 
 
+def test_stride_1_transposed_conv_runs_as_the_same_integer_sums() -> None:
+    """The stride-1 transposed conv is evaluated as a regular conv: bit-identical to the direct
+    transposed computation on the same integers."""
+    torch.manual_seed(0)
+    layer = torch.nn.ConvTranspose2d(24, 16, 3, 1, 1)
+    exact = ExactConv(layer, torch.device("cpu"))
+    assert not exact.transposed  # converted
+    x = torch.randn(2, 24, 9, 11, dtype=torch.float64)
+    a, e = quantise(x)
+    w = layer.weight.detach().double()
+    step = w.abs().amax(dim=(0, 2, 3)) / 32767
+    w_int = torch.round(w / step.view(1, -1, 1, 1))
+    acc = torch.nn.functional.conv_transpose2d(a, w_int, None, 1, 1)
+    ref = acc * (step.view(1, -1, 1, 1) * pow2(e - ACT_SHIFT).view(-1, 1, 1, 1))
+    ref = ref + layer.bias.detach().double().view(1, -1, 1, 1)
+    assert torch.equal(exact(x), ref)
+
+
 def test_exact_conv_refuses_too_wide_layers() -> None:
     layer = torch.nn.Conv2d(8192, 1, 3)  # |w_int| L1 norm could reach 32767·73728 > 2^30
     with torch.no_grad():

@@ -1,0 +1,55 @@
+"""Write the golden `.taco` files of tests/test_golden.py (run once per bitstream format).
+
+    python scripts/golden_files.py [--out tests/data/golden]
+
+Golden files pin what a released build wrote: every later build must decode them (the files'
+own symbols check proves the entropy decoding is exact). They are made with the test-only
+``elic-tiny`` model, whose fp16 weights are stored beside them so that no change of random
+initialisation can invalidate them. Regenerate them only together with a new `.taco` version,
+never to make a failing golden test pass: a failure means files users hold no longer decode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app import bitstream  # noqa: E402
+from app.codec import load_codec  # noqa: E402
+from app.models.factory import save_weights  # noqa: E402
+
+#: (tag, λ): the ends of elic-tiny's rate range.
+RATES = (("low", 0.0018), ("high", 0.0483))
+#: The source image: a crop of a shipped asset.
+CROP = (slice(0, 48), slice(0, 80))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "tests" / "data" / "golden")
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    weights = args.out / "elic-tiny.safetensors"
+    random = load_codec("elic-tiny", allow_random=True)
+    save_weights(random._model(random._variants[0]), weights, half=True)
+    codec = load_codec("elic-tiny", checkpoint=weights)
+    img = np.asarray(Image.open(ROOT / "assets" / "coffee.png").convert("RGB"))[CROP]
+    for tag, lmbda in RATES:
+        data = codec.compress(img, lmbda=lmbda)
+        (args.out / f"elic-tiny-{tag}.taco").write_bytes(data)
+        Image.fromarray(np.asarray(codec.decompress(data))).save(args.out / f"elic-tiny-{tag}.png")
+        h = bitstream.read_header(data)
+        print(f"{tag}: {len(data)} bytes, version {h.version} {h.coding}, "
+              f"symbols crc {h.symbols_crc:08x}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
