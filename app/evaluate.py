@@ -62,7 +62,9 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from app import eval_captions, eval_dist
 from app.errors import ConfigError, ImageInputError, MissingModelError, TacoError
+from app.eval_captions import CAPTION_MODES, INDEXED_MODES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
@@ -146,7 +148,13 @@ def load_rgb(path: Path) -> np.ndarray:
         raise ImageInputError(f"cannot read image {path.name}: {exc}") from exc
 
 
-CAPTION_MODES = ("given", "empty", "other")
+#: Extra results.csv column of the ``each`` / ``best-of`` policies: index of the caption used.
+CAPTION_COLUMN = "caption"
+
+
+def csv_columns(caption_mode: str = "given") -> tuple[str, ...]:
+    """The results.csv header a caption policy writes (`CSV_COLUMNS`, + ``caption`` if indexed)."""
+    return (*CSV_COLUMNS, CAPTION_COLUMN) if caption_mode in INDEXED_MODES else CSV_COLUMNS
 
 
 def load_captions(path: Path | None) -> dict[str, str]:
@@ -251,6 +259,13 @@ def _fmt(value: float | None, digits: int) -> str:
 def measure(codec: EvalCodec, image: np.ndarray, caption: str, rate: float,
             lpips_fn: Callable[..., float] | None = None) -> dict[str, str]:
     """Encode + decode one image at one rate; the CSV row (without ``image``) as strings."""
+    return measure_decoded(codec, image, caption, rate, lpips_fn)[0]
+
+
+def measure_decoded(codec: EvalCodec, image: np.ndarray, caption: str, rate: float,
+                    lpips_fn: Callable[..., float] | None = None
+                    ) -> tuple[dict[str, str], np.ndarray]:
+    """`measure`, and the decoded HxWx3 uint8 image it measured."""
     from app.classical import PillowCodec
     from app.metrics import lpips, ms_ssim, ms_ssim_needs_resize, psnr, psnr_float, to_uint8_rgb
 
@@ -287,7 +302,7 @@ def measure(codec: EvalCodec, image: np.ndarray, caption: str, rate: float,
         "lpips_paper": _fmt(lpips_fn(image, out, convention="paper"), 6),
         "encode_ms": _fmt((t1 - t0) * 1e3, 2),
         "decode_ms": _fmt((t2 - t1) * 1e3, 2),
-    }
+    }, out
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,11 +310,12 @@ def measure(codec: EvalCodec, image: np.ndarray, caption: str, rate: float,
 # --------------------------------------------------------------------------------------------
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
+def read_rows(path: Path, columns: Sequence[str] = CSV_COLUMNS) -> list[dict[str, str]]:
     """Rows of an existing results CSV ([] if absent); a foreign header raises `TacoError`.
 
     A last line cut short by an interrupted run (no final newline) is removed from the file,
     so that appending continues on a fresh line; rows with missing cells are ignored.
+    ``columns`` is the header expected (`csv_columns` of the caption policy).
     """
     if not path.exists():
         return []
@@ -312,23 +328,26 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         reader = csv.DictReader(fh)
         if reader.fieldnames is None:
             return []
-        if tuple(reader.fieldnames) != CSV_COLUMNS:
+        if tuple(reader.fieldnames) != tuple(columns):
             raise TacoError(f"{path} has other columns than this version writes; use another --out")
-        return [r for r in reader if all(r.get(c) is not None for c in CSV_COLUMNS)]
+        return [r for r in reader if all(r.get(c) is not None for c in columns)]
 
 
-def row_key(row: Mapping[str, str]) -> tuple[str, str, str]:
-    """(image, codec, rate) identity of a CSV row."""
+def row_key(row: Mapping[str, str], caption_mode: str = "given") -> tuple[str, ...]:
+    """Identity of a CSV row: (image, codec, rate), + the caption index under ``each``."""
+    if caption_mode == "each":
+        return row["image"], row["codec"], row["rate"], row[CAPTION_COLUMN]
     return row["image"], row["codec"], row["rate"]
 
 
-def write_rows(path: Path, rows: Iterable[Mapping[str, str]]) -> None:
+def write_rows(path: Path, rows: Iterable[Mapping[str, str]],
+               columns: Sequence[str] = CSV_COLUMNS) -> None:
     """Rewrite a results CSV with exactly ``rows`` (header included)."""
     tmp = path.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS))
+        writer = csv.DictWriter(fh, fieldnames=list(columns))
         writer.writeheader()
-        writer.writerows({c: r[c] for c in CSV_COLUMNS} for r in rows)
+        writer.writerows({c: r[c] for c in columns} for r in rows)
     tmp.replace(path)
 
 
@@ -593,9 +612,12 @@ def _cell(value: Any, digits: int) -> str:
 
 def markdown_tables(summary: Mapping[str, list[dict[str, Any]]],
                     bd: Mapping[str, Mapping[str, float | None]], anchor: str,
-                    method: BdMethod) -> str:
-    """The mean table and the BD-rate table as markdown."""
+                    method: BdMethod, caption_mode: str | None = None) -> str:
+    """The mean table and the BD-rate table as markdown (each headed by its caption policy)."""
+    policy = f" (captions: {caption_mode})" if caption_mode else ""
     lines = [
+        f"Means per codec and rate{policy}:",
+        "",
         "| codec | rate | n | bpp | PSNR (dB) | PSNR float (dB) | MS-SSIM | LPIPS | LPIPS (paper conv.) | enc ms | dec ms |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -606,7 +628,8 @@ def markdown_tables(summary: Mapping[str, list[dict[str, Any]]],
                 f"{_cell(p['psnr_float'], 2)} | {_cell(p['ms_ssim'], 4)} | {_cell(p['lpips'], 4)} | "
                 f"{_cell(p['lpips_paper'], 4)} | {_cell(p['encode_ms'], 1)} | {_cell(p['decode_ms'], 1)} |"
             )
-    lines += ["", f"BD-rate against **{anchor}** ({method}; negative = fewer bits at equal quality):", "",
+    lines += ["", f"BD-rate against **{anchor}**{policy} ({method}; negative = fewer bits at equal "
+              "quality):", "",
               "| codec | BD-rate PSNR | BD-rate MS-SSIM | BD-rate LPIPS |", "|---|---:|---:|---:|"]
     codecs = [c for c in summary if c != anchor]
     for codec in codecs:
@@ -619,7 +642,7 @@ def markdown_tables(summary: Mapping[str, list[dict[str, Any]]],
         lines.append("| (only the anchor was evaluated) | | | |")
     matched = matched_bpp(summary, anchor)
     if any(matched.values()):
-        lines += ["", f"At matched bpp: **{anchor}** read at each point's bpp (PCHIP over log bpp; "
+        lines += ["", f"At matched bpp{policy}: **{anchor}** read at each point's bpp (PCHIP over log bpp; "
                   f"– outside {anchor}'s measured range):", "",
                   f"| codec | rate | bpp | PSNR | {anchor} PSNR | ΔPSNR dB | LPIPS | {anchor} LPIPS | ΔLPIPS |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -734,6 +757,201 @@ class EvalResult:
     bd: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Unit:
+    """One work unit: an (image, codec, rate) row, and under ``each`` one caption of it."""
+
+    image: str
+    codec: str
+    rate: str
+    #: index of the caption among the image's captions under ``each``, else ""
+    caption: str = ""
+
+    def key(self) -> tuple[str, ...]:
+        base = (self.image, self.codec, self.rate)
+        return (*base, self.caption) if self.caption else base
+
+
+@dataclass
+class EvalPlan:
+    """Everything a rank needs to measure its units; the same on every rank."""
+
+    files: list[Path]
+    names: list[str]
+    codecs: dict[str, EvalCodec]
+    rates: dict[str, list[float]]
+    #: file name -> candidate captions under ``caption_mode`` (`eval_captions.policy_captions`)
+    captions: dict[str, list[str]]
+    caption_mode: str = "given"
+    #: the column ``best-of`` minimises
+    select_by: str = "lpips"
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return csv_columns(self.caption_mode)
+
+    def units(self) -> list[Unit]:
+        """All units, image-major, then codec, rate and caption: the order rows are written in."""
+        out: list[Unit] = []
+        for f in self.files:
+            n_caps = len(self.captions[f.name]) if self.caption_mode == "each" else 0
+            for name in self.names:
+                for rate in self.rates[name]:
+                    if n_caps:
+                        out += [Unit(f.name, name, format_rate(rate), str(i)) for i in range(n_caps)]
+                    else:
+                        out.append(Unit(f.name, name, format_rate(rate)))
+        return out
+
+
+def make_plan(images: Path, codecs: Sequence[str], rates: Mapping[str, Sequence[float] | None] | None,
+              captions: Path | None, limit: int | None, caption_mode: str,
+              select_by: str = "lpips") -> EvalPlan:
+    """Resolve images, captions, codecs and rates (loads the codecs)."""
+    names = [c.strip().lower() for c in codecs if c.strip()]
+    if not names:
+        raise ConfigError("no codec given")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"codec listed twice: {', '.join(names)}")
+    if select_by not in eval_captions.SELECT_COLUMNS:
+        raise ConfigError(f"best-of selects by one of {', '.join(eval_captions.SELECT_COLUMNS)}")
+    files = list_images(images, limit)
+    per_image = eval_captions.policy_captions(caption_mode, files,
+                                              eval_captions.load_caption_lists(captions))
+    loaded = {name: get_codec(name) for name in names}
+    plan = {
+        name: [float(r) for r in ((rates or {}).get(name) or default_rates(name, codec))]
+        for name, codec in loaded.items()
+    }
+    return EvalPlan(files, names, loaded, plan, per_image, caption_mode, select_by)
+
+
+#: Called for every measured row before it is written: (unit, row, original, decoded).
+RowHook = Callable[[Unit, dict[str, str], np.ndarray, np.ndarray], None]
+
+
+def measure_unit(plan: EvalPlan, unit: Unit, pixels: np.ndarray,
+                 lpips_fn: Callable[..., float] | None = None) -> tuple[dict[str, str], np.ndarray]:
+    """The CSV row of one unit and its decoded image, under the plan's caption policy.
+
+    ``best-of`` encodes with every caption and keeps the row with the lowest ``select_by``
+    (classical codecs ignore captions: they are encoded once, with caption 0).
+    """
+    from app.classical import is_classical
+
+    codec = plan.codecs[unit.codec]
+    caps = plan.captions[unit.image]
+    if unit.caption:
+        indices = [int(unit.caption)]
+    elif plan.caption_mode == "best-of" and not is_classical(unit.codec):
+        indices = list(range(len(caps)))
+    else:
+        indices = [0]
+    tried: list[tuple[dict[str, str], np.ndarray]] = []
+    for i in indices:
+        row, decoded = measure_decoded(codec, pixels, caps[i], float(unit.rate), lpips_fn)
+        row = {"image": unit.image, **row, "codec": unit.codec}
+        if plan.caption_mode in INDEXED_MODES:
+            row[CAPTION_COLUMN] = str(i)
+        tried.append((row, decoded))
+    return tried[eval_captions.pick_best([r for r, _ in tried], plan.select_by)]
+
+
+def _append_writer(path: Path, columns: Sequence[str]):
+    """Open ``path`` for appending rows; the header goes in first when the file is new/empty."""
+    new_file = not path.exists() or path.stat().st_size == 0
+    fh = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 (closed by the caller)
+    writer = csv.DictWriter(fh, fieldnames=list(columns))
+    if new_file:
+        writer.writeheader()
+        fh.flush()
+    return fh, writer
+
+
+def compute_units(plan: EvalPlan, units: Sequence[Unit], path: Path, progress: bool = True,
+                  on_row: RowHook | None = None, lpips_fn: Callable[..., float] | None = None
+                  ) -> list[dict[str, str]]:
+    """Measure ``units`` (grouped by image, each image read once), appending every row to
+    ``path`` as soon as it is measured (a killed run keeps what it finished); returns the rows."""
+    from tqdm import tqdm
+
+    by_image: dict[str, list[Unit]] = {}
+    for u in units:
+        by_image.setdefault(u.image, []).append(u)
+    rows: list[dict[str, str]] = []
+    fh, writer = _append_writer(path, plan.columns)
+    try:
+        bar = tqdm(total=len(units), disable=not progress, file=sys.stderr, unit="enc")
+        for f in plan.files:
+            jobs = by_image.get(f.name)
+            if not jobs:
+                continue
+            pixels = load_rgb(f)
+            for u in jobs:
+                bar.set_postfix_str(f"{f.name} {u.codec}@{u.rate}")
+                row, decoded = measure_unit(plan, u, pixels, lpips_fn)
+                if on_row is not None:
+                    on_row(u, row, pixels, decoded)
+                writer.writerow(row)
+                fh.flush()
+                rows.append(row)
+                bar.update(1)
+        bar.close()
+    finally:
+        fh.close()
+    return rows
+
+
+SHARD_DIR = "shards"
+
+
+def shard_path(out_dir: Path, rank: int) -> Path:
+    """Where rank ``rank`` of a sharded run appends its rows."""
+    return out_dir / SHARD_DIR / f"rank{rank:05d}.csv"
+
+
+def _shard_files(out_dir: Path) -> list[Path]:
+    folder = out_dir / SHARD_DIR
+    return sorted(folder.glob("rank*.csv")) if folder.is_dir() else []
+
+
+def _dedupe(rows: Iterable[dict[str, str]], caption_mode: str) -> list[dict[str, str]]:
+    seen: set[tuple[str, ...]] = set()
+    out = []
+    for r in rows:
+        k = row_key(r, caption_mode)
+        if k not in seen:
+            seen.add(k)
+            out.append(r)
+    return out
+
+
+def _fold_shards(out_dir: Path, columns: Sequence[str], caption_mode: str,
+                 keep: Callable[[dict[str, str]], bool] = lambda r: True,
+                 order: Mapping[tuple[str, ...], int] | None = None) -> tuple[list[dict[str, str]], int]:
+    """Merge results.csv and every shard file into results.csv, then delete the shards.
+
+    Rows of results.csv come first in their order, then shard rows not already there (sorted by
+    ``order``, the unit order, when given), each key once; rows failing ``keep`` are dropped.
+    The file is rewritten only when something changes. Returns (rows, shard rows added).
+    """
+    csv_path = out_dir / "results.csv"
+    base = read_rows(csv_path, columns)
+    shards = _shard_files(out_dir)
+    extra = [r for p in shards for r in read_rows(p, columns)]
+    kept = [r for r in base if keep(r)]
+    known = {row_key(r, caption_mode) for r in kept}
+    new = _dedupe((r for r in extra if keep(r) and row_key(r, caption_mode) not in known), caption_mode)
+    if order is not None:
+        new.sort(key=lambda r: order.get(row_key(r, caption_mode), len(order)))
+    rows = kept + new
+    if new or len(kept) != len(base):
+        write_rows(csv_path, rows, columns)
+    for p in shards:  # after results.csv holds their rows: a kill in between loses nothing
+        p.unlink()
+    return rows, len(new)
+
+
 def run_eval(
     images: Path,
     codecs: Sequence[str],
@@ -747,6 +965,8 @@ def run_eval(
     progress: bool = True,
     command: str | None = None,
     caption_mode: str = "given",
+    select_by: str = "lpips",
+    dist: eval_dist.DistInfo | None = None,
 ) -> EvalResult:
     """Evaluate ``codecs`` on the images of ``images``; write CSV, JSON, markdown and plots.
 
@@ -754,101 +974,102 @@ def run_eval(
     Rows already in ``out_dir/results.csv`` are reused, not recomputed. Summary, report and
     plots cover exactly the requested (image, codec, rate) set.
 
-    ``caption_mode`` measures what the caption does: ``"given"`` (each image's own caption),
-    ``"empty"`` (no caption) or ``"other"`` (the caption of the next image in sorted order, a
-    mismatched caption). Use a separate ``out_dir`` per mode.
-    """
-    from tqdm import tqdm
+    ``caption_mode`` is a policy of `app.eval_captions` (``given``, ``each``, ``best-of``,
+    ``empty``, ``other``); ``select_by`` is the column ``best-of`` minimises. Use a separate
+    ``out_dir`` per mode.
 
-    names = [c.strip().lower() for c in codecs if c.strip()]
-    if not names:
-        raise ConfigError("no codec given")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"codec listed twice: {', '.join(names)}")
+    ``dist`` (from `app.eval_dist.init`) shards the work: every rank measures its share of the
+    units into its own file under ``out_dir/shards/``; rank 0 then merges them into
+    results.csv and writes summary, report and plots. Every rank must call this with the same
+    arguments; ranks other than 0 return a result without summary. A shard file left by a killed
+    run is folded into results.csv at the next start, so any number of ranks can resume it.
+    """
+    info = dist or eval_dist.DistInfo()
+    plan = make_plan(images, codecs, rates, captions, limit, caption_mode, select_by)
+    names = plan.names
     anchor = (anchor or ("jpeg" if "jpeg" in names else names[0])).lower()
     if anchor not in names:
         raise ConfigError(f"anchor {anchor!r} is not among the evaluated codecs")
-    files = list_images(images, limit)
-    caps = load_captions(captions)
-    if caption_mode not in CAPTION_MODES:
-        raise ConfigError(f"caption mode must be one of {', '.join(CAPTION_MODES)}")
-    own = [caption_for(caps, f) for f in files]
-    if caption_mode == "empty":
-        file_caption = {f.name: "" for f in files}
-    elif caption_mode == "other":
-        file_caption = {f.name: own[(i + 1) % len(files)] for i, f in enumerate(files)}
-    else:
-        file_caption = {f.name: c for f, c in zip(files, own, strict=True)}
-    loaded = {name: get_codec(name) for name in names}
-    plan = {
-        name: [float(r) for r in ((rates or {}).get(name) or default_rates(name, codec))]
-        for name, codec in loaded.items()
-    }
-
-    out_dir.mkdir(parents=True, exist_ok=True)
+    columns = plan.columns
     csv_path = out_dir / "results.csv"
     prov_path = out_dir / PROVENANCE_FILE
-    existing = read_rows(csv_path)
-    prior = read_provenance(prov_path)
-    if existing and prior.get("caption_mode") not in (None, caption_mode):
-        raise ConfigError(f"{out_dir} holds caption-mode {prior['caption_mode']!r} results; "
-                          f"use another --out for caption mode {caption_mode!r}")
-    identity = {f"{n}@{format_rate(r)}": codec_identity(loaded[n], r) for n in names for r in plan[n]}
-    made_by = {**prior.get("rows", {})}
     result = EvalResult(out_dir, csv_path, out_dir / "summary.json", out_dir / "report.md")
-    fresh = []
-    for r in existing:
-        key = f"{r['codec']}@{r['rate']}"
-        if key in identity and made_by.get(key, identity[key]) != identity[key]:
-            result.stale[r["codec"]] = result.stale.get(r["codec"], 0) + 1
-        else:
-            fresh.append(r)
-    if result.stale:  # rows made by other weights / another encoder version: measure again
-        write_rows(csv_path, fresh)
-        existing = fresh
-    made_by.update(identity)
-    prov_path.write_text(json.dumps({"caption_mode": caption_mode, "rows": made_by}, indent=2,
-                                    sort_keys=True) + "\n", encoding="utf-8")
-    done = {row_key(r): r for r in existing}
-    wanted = [(f.name, n, format_rate(r)) for f in files for n in names for r in plan[n]]
-    todo = [k for k in wanted if k not in done]
+    identity = {f"{n}@{format_rate(r)}": codec_identity(plan.codecs[n], r)
+                for n in names for r in plan.rates[n]}
+    units = plan.units()
+    order = {u.key(): i for i, u in enumerate(units)}
 
-    result.skipped = len(wanted) - len(todo)
-    new_file = not csv_path.exists() or not existing and csv_path.stat().st_size == 0
-    with open(csv_path, "a", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS))
-        if new_file:
-            writer.writeheader()
-        bar = tqdm(total=len(todo), disable=not progress, file=sys.stderr, unit="enc")
-        by_image: dict[str, list[tuple[str, str]]] = {}
-        for image_name, codec_name, rate in todo:
-            by_image.setdefault(image_name, []).append((codec_name, rate))
-        for f in files:
-            jobs = by_image.get(f.name)
-            if not jobs:
-                continue
-            pixels = load_rgb(f)
-            caption = file_caption[f.name]
-            for codec_name, rate in jobs:
-                bar.set_postfix_str(f"{f.name} {codec_name}@{rate}")
-                row = {"image": f.name, **measure(loaded[codec_name], pixels, caption, float(rate))}
-                row["codec"] = codec_name
-                writer.writerow(row)
-                fh.flush()
-                done[(f.name, codec_name, rate)] = row
-                result.computed += 1
-                bar.update(1)
-        bar.close()
+    if info.main:  # one process prepares the folder while the others wait at the barrier
+        # (if it fails, it exits and the launcher stops the other ranks)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        prior = read_provenance(prov_path)
+        if prior.get("caption_mode") not in (None, caption_mode) and (
+                csv_path.exists() or _shard_files(out_dir)):
+            raise ConfigError(f"{out_dir} holds caption-mode {prior['caption_mode']!r} results; "
+                              f"use another --out for caption mode {caption_mode!r}")
+        made_by = {**prior.get("rows", {})}
 
-    rows = [done[k] for k in wanted]
+        def fresh(r: dict[str, str]) -> bool:
+            key = f"{r['codec']}@{r['rate']}"
+            if key in identity and made_by.get(key, identity[key]) != identity[key]:
+                result.stale[r["codec"]] = result.stale.get(r["codec"], 0) + 1
+                return False  # made by other weights / another encoder version: measure again
+            return True
+
+        _fold_shards(out_dir, columns, caption_mode, fresh, order)
+        made_by.update(identity)
+        prov_path.write_text(json.dumps({"caption_mode": caption_mode, "rows": made_by},
+                                        indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    eval_dist.barrier(info)
+
+    existing = read_rows(csv_path, columns)  # rank 0 already repaired it; nobody writes it now
+    done = {row_key(r, caption_mode) for r in existing}
+    mine = eval_dist.shard(units, info.rank, info.world)
+    todo = [u for u in mine if u.key() not in done]
+    target = csv_path
+    if info.enabled:
+        target = shard_path(out_dir, info.rank)
+        target.parent.mkdir(parents=True, exist_ok=True)
+    new_rows = compute_units(plan, todo, target, progress=progress)
+    result.computed = len(new_rows)
+    result.skipped = len(mine) - len(todo)
+    eval_dist.barrier(info)
+    if not info.main:
+        return result
+
+    if info.enabled:
+        existing, added = _fold_shards(out_dir, columns, caption_mode, order=order)
+        result.computed = added
+        result.skipped = len(units) - added
+    else:
+        existing = existing + new_rows
+    by_key = {row_key(r, caption_mode): r for r in existing}
+    missing = [u.key() for u in units if u.key() not in by_key]
+    if missing:
+        raise TacoError(f"{len(missing)} rows missing after the run (first: {missing[0]}); run again")
+    rows = [by_key[u.key()] for u in units]
+    write_outputs(result, plan, rows, images=images, captions=captions, anchor=anchor,
+                  bd_method=bd_method, plotlyjs=plotlyjs, command=command)
+    return result
+
+
+def write_outputs(result: EvalResult, plan: EvalPlan, rows: Sequence[Mapping[str, str]], *,
+                  images: Path, captions: Path | None, anchor: str, bd_method: BdMethod,
+                  plotlyjs: bool | str, command: str | None,
+                  extra: Mapping[str, Any] | None = None, report_notes: Sequence[str] = ()) -> None:
+    """summary.json, report.md and the plots of ``rows`` (the rows of the plan, in unit order)."""
+    names, files, caption_mode = plan.names, plan.files, plan.caption_mode
     summary = summarize(rows)
     result.summary = {n: summary[n] for n in names if n in summary}
     result.bd = bd_rates(result.summary, anchor, bd_method)
     payload = {
         "images": len(files),
+        "rows": len(rows),
         "image_dir": str(images),
         "captions": str(captions) if captions else None,
         "caption_mode": caption_mode,
+        "caption_policy": eval_captions.DESCRIPTIONS[caption_mode],
+        **({"best_of_select_by": plan.select_by} if caption_mode == "best-of" else {}),
         "anchor": anchor,
         "bd_method": bd_method,
         "command": command,
@@ -863,20 +1084,27 @@ def run_eval(
         "codecs": result.summary,
         "bd_rate": result.bd,
         "matched_bpp": matched_bpp(result.summary, anchor),
+        **(extra or {}),
     }
     result.summary_path.write_text(json.dumps(_json_safe(payload), indent=2) + "\n", encoding="utf-8")
 
-    title = f"RD curves on {images.name} ({len(files)} images)"
+    title = f"RD curves on {images.name} ({len(files)} images, captions: {caption_mode})"
     report = [f"# Evaluation: {images.name} ({len(files)} images)", ""]
     if command:
         report += ["```", command, "```", ""]
-    report.append(markdown_tables(result.summary, result.bd, anchor, bd_method))
+    policy = f"{caption_mode}: {eval_captions.DESCRIPTIONS[caption_mode]}"
+    if caption_mode == "best-of":
+        policy += f" (selected by {plan.select_by})"
+    report += [f"Caption policy of every table below: **{policy}**; {len(rows)} rows.", ""]
+    report.append(markdown_tables(result.summary, result.bd, anchor, bd_method,
+                                  caption_mode=caption_mode))
+    report += list(report_notes)
     result.report_path.write_text("\n".join(report), encoding="utf-8")
+    out_dir = result.out_dir
     result.plot_paths.append(write_plotly(result.summary, out_dir / "rd_plots.html", title, plotlyjs))
     png = write_png(result.summary, out_dir / "rd_plots.png", title)
     if png is not None:
         result.plot_paths.append(png)
-    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -893,6 +1121,8 @@ default rates:
 
 --rates examples:  --rates 30,50,70   (all codecs)   --rates jpeg=10,50 --rates taco=0.0008,0.004
 outputs in --out:  results.csv, summary.json, report.md, rd_plots.html, rd_plots.png
+sharded:  torchrun --nproc_per_node N -m app eval ... (each rank measures every N-th row into
+          --out/shards/, rank 0 merges them; --out must be on a filesystem all ranks share)
 re-running with the same --out skips (image, codec, rate) rows already in results.csv,
 unless provenance.json shows they were made by other weights (then they are measured again).
 """.format(
@@ -922,9 +1152,20 @@ def setup_args(parser: argparse.ArgumentParser | None = None) -> argparse.Argume
                         help="BD-rate interpolation (default: %(default)s)")
     parser.add_argument("--plotlyjs", choices=["inline", "directory", "cdn"], default="inline",
                         help="how rd_plots.html gets plotly.js (inline: self-contained, ~4.8 MB)")
-    parser.add_argument("--caption-mode", choices=CAPTION_MODES, default="given",
-                        help="given: each image's caption; empty: none; other: the next image's "
-                             "caption (mismatched) — to measure the caption effect")
+    parser.add_argument(
+        "--caption-mode", choices=CAPTION_MODES, default="given",
+        help="caption policy: given = each image's first caption; each = every caption, one row "
+             "per caption; best-of = encode with every caption and keep the reconstruction with "
+             "the lowest LPIPS against the original (what the official COCO-30k script meant: "
+             "its released version starts the best LPIPS at 0.0, so it never selects and its "
+             "averages use the last caption); empty = no caption; other = the next image's "
+             "caption (mismatched). Use one --out per policy")
+    parser.add_argument("--best-of-by", choices=eval_captions.SELECT_COLUMNS, default="lpips",
+                        help="the LPIPS best-of minimises: lpips (standard, the headline) or "
+                             "lpips_paper ([0,1] inputs, the official scripts' convention)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="under torchrun: the process-group backend (cpu: gloo, cuda: NCCL, "
+                             "each rank pinned to GPU LOCAL_RANK)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     return parser
 
@@ -937,15 +1178,26 @@ def run_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -
     if argv is not None:
         command = "python -m app eval " + " ".join(shlex.quote(a) for a in argv)
     try:
+        info = eval_dist.init(args.device)
+    except TacoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         result = run_eval(
             args.images, codecs, args.out, rates=parse_rates(args.rates, codecs),
             captions=args.captions, anchor=args.anchor, limit=args.limit,
-            bd_method=args.bd_method, plotlyjs=plotlyjs, progress=not args.no_progress,
-            command=command, caption_mode=args.caption_mode,
+            bd_method=args.bd_method, plotlyjs=plotlyjs,
+            progress=not args.no_progress and info.main,
+            command=command, caption_mode=args.caption_mode, select_by=args.best_of_by, dist=info,
         )
     except TacoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2  # the CLI's exit code for user errors
+    finally:
+        eval_dist.finish(info)
+    if not info.main:
+        print(f"rank {info.rank}: {result.computed} measured, {result.skipped} reused")
+        return 0
     for name, n in result.stale.items():
         print(f"{name}: weights or encoder changed since {result.csv_path} was written; "
               f"{n} old rows measured again")
