@@ -931,8 +931,9 @@ def _fold_shards(out_dir: Path, columns: Sequence[str], caption_mode: str,
                  order: Mapping[tuple[str, ...], int] | None = None) -> tuple[list[dict[str, str]], int]:
     """Merge results.csv and every shard file into results.csv, then delete the shards.
 
-    Rows of results.csv come first in their order, then shard rows not already there (sorted by
-    ``order``, the unit order, when given), each key once; rows failing ``keep`` are dropped.
+    Each key is kept once (results.csv wins over shards); rows failing ``keep`` are dropped. When
+    shard rows are added and ``order`` (unit key -> position) is given, the file is written in
+    unit order, so a sharded run's results.csv does not depend on which rank finished first.
     The file is rewritten only when something changes. Returns (rows, shard rows added).
     """
     csv_path = out_dir / "results.csv"
@@ -942,13 +943,15 @@ def _fold_shards(out_dir: Path, columns: Sequence[str], caption_mode: str,
     kept = [r for r in base if keep(r)]
     known = {row_key(r, caption_mode) for r in kept}
     new = _dedupe((r for r in extra if keep(r) and row_key(r, caption_mode) not in known), caption_mode)
-    if order is not None:
-        new.sort(key=lambda r: order.get(row_key(r, caption_mode), len(order)))
     rows = kept + new
+    if new and order is not None:  # stable: rows outside this plan keep their order, at the end
+        rows.sort(key=lambda r: order.get(row_key(r, caption_mode), len(order)))
     if new or len(kept) != len(base):
         write_rows(csv_path, rows, columns)
     for p in shards:  # after results.csv holds their rows: a kill in between loses nothing
         p.unlink()
+    if shards and not any((out_dir / SHARD_DIR).iterdir()):
+        (out_dir / SHARD_DIR).rmdir()
     return rows, len(new)
 
 
