@@ -65,6 +65,7 @@ import numpy as np
 from app import eval_captions, eval_dist
 from app.errors import ConfigError, ImageInputError, MissingModelError, TacoError
 from app.eval_captions import CAPTION_MODES, INDEXED_MODES
+from app.realism import Realism
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
@@ -655,6 +656,24 @@ def markdown_tables(summary: Mapping[str, list[dict[str, Any]]],
     return "\n".join(lines) + "\n"
 
 
+def realism_table(summary: Mapping[str, list[dict[str, Any]]], caption_mode: str, note: str,
+                  computed: bool, samples: str) -> str:
+    """The FID / KID table, or one line saying why there is none."""
+    if not computed:
+        return f"\nFID / KID: not computed: {note}.\n"
+    lines = ["", f"Realism against the originals (captions: {caption_mode}; {note}; {samples}; "
+             "lower is better; KID ×1000, mean ± std over subsets):", "",
+             "| codec | rate | bpp | FID | KID ×1000 |", "|---|---:|---:|---:|---:|"]
+    for codec, points in summary.items():
+        for p in points:
+            kid = "–" if p.get("kid") is None else f"{p['kid'] * 1e3:.2f} ± {p['kid_std'] * 1e3:.2f}"
+            fid = _cell(p.get("fid"), 2)
+            if p.get("fid_missing"):
+                fid = f"– ({p['fid_missing']} rows without features)"
+            lines.append(f"| {codec} | {p['rate']} | {_cell(p['bpp'], 3)} | {fid} | {kid} |")
+    return "\n".join(lines) + "\n"
+
+
 def _signed(value: float | None, digits: int) -> str:
     return "–" if value is None else f"{value:+.{digits}f}"
 
@@ -970,6 +989,7 @@ def run_eval(
     caption_mode: str = "given",
     select_by: str = "lpips",
     dist: eval_dist.DistInfo | None = None,
+    realism: Realism | None = None,
 ) -> EvalResult:
     """Evaluate ``codecs`` on the images of ``images``; write CSV, JSON, markdown and plots.
 
@@ -986,8 +1006,15 @@ def run_eval(
     results.csv and writes summary, report and plots. Every rank must call this with the same
     arguments; ranks other than 0 return a result without summary. A shard file left by a killed
     run is folded into results.csv at the next start, so any number of ranks can resume it.
+
+    ``realism`` (`app.realism.resolve`) adds FID and KID of each (codec, rate) against the
+    originals: features of every measured row go to ``out_dir/features/``; without it the report
+    says in one line why there is no FID.
     """
+    from app import realism as realism_mod
+
     info = dist or eval_dist.DistInfo()
+    realism = realism or realism_mod.Realism.off("not requested")
     plan = make_plan(images, codecs, rates, captions, limit, caption_mode, select_by)
     names = plan.names
     anchor = (anchor or ("jpeg" if "jpeg" in names else names[0])).lower()
@@ -1033,7 +1060,12 @@ def run_eval(
     if info.enabled:
         target = shard_path(out_dir, info.rank)
         target.parent.mkdir(parents=True, exist_ok=True)
-    new_rows = compute_units(plan, todo, target, progress=progress)
+    store = realism_mod.FeatureStore(out_dir / realism_mod.FEATURE_DIR, realism)
+    on_row: RowHook | None = None
+    if realism.enabled:
+        def on_row(u: Unit, row: dict[str, str], original: np.ndarray, decoded: np.ndarray) -> None:
+            store.add(u.codec, u.rate, u.image, u.caption, original, decoded)
+    new_rows = compute_units(plan, todo, target, progress=progress, on_row=on_row)
     result.computed = len(new_rows)
     result.skipped = len(mine) - len(todo)
     eval_dist.barrier(info)
@@ -1051,19 +1083,39 @@ def run_eval(
     if missing:
         raise TacoError(f"{len(missing)} rows missing after the run (first: {missing[0]}); run again")
     rows = [by_key[u.key()] for u in units]
+    points = None
+    if realism.enabled:
+        points = realism_mod.summarize(store, rows, [f.name for f in plan.files],
+                                       CAPTION_COLUMN if caption_mode == "each" else None)
     write_outputs(result, plan, rows, images=images, captions=captions, anchor=anchor,
-                  bd_method=bd_method, plotlyjs=plotlyjs, command=command)
+                  bd_method=bd_method, plotlyjs=plotlyjs, command=command,
+                  realism_note=realism.note, realism_points=points, realism_patch=realism.patch)
     return result
 
 
 def write_outputs(result: EvalResult, plan: EvalPlan, rows: Sequence[Mapping[str, str]], *,
                   images: Path, captions: Path | None, anchor: str, bd_method: BdMethod,
                   plotlyjs: bool | str, command: str | None,
-                  extra: Mapping[str, Any] | None = None, report_notes: Sequence[str] = ()) -> None:
-    """summary.json, report.md and the plots of ``rows`` (the rows of the plan, in unit order)."""
+                  realism_note: str = "not requested",
+                  realism_points: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+                  realism_patch: int = 0) -> None:
+    """summary.json, report.md and the plots of ``rows`` (the rows of the plan, in unit order).
+
+    ``realism_points`` ({codec: {rate: {fid, kid, kid_std, ...}}}, `app.realism.summarize`) adds
+    ``fid`` / ``kid`` / ``kid_std`` to each summary point and a realism table to the report;
+    without it the report says ``realism_note`` (why there is no FID) in one line.
+    """
     names, files, caption_mode = plan.names, plan.files, plan.caption_mode
     summary = summarize(rows)
     result.summary = {n: summary[n] for n in names if n in summary}
+    if realism_points is not None:
+        for codec, pts in result.summary.items():
+            for p in pts:
+                got = realism_points.get(codec, {}).get(p["rate"], {})
+                for k in ("fid", "kid", "kid_std"):
+                    p[k] = got.get(k)
+                if got.get("missing"):
+                    p["fid_missing"] = got["missing"]
     result.bd = bd_rates(result.summary, anchor, bd_method)
     payload = {
         "images": len(files),
@@ -1087,7 +1139,13 @@ def write_outputs(result: EvalResult, plan: EvalPlan, rows: Sequence[Mapping[str
         "codecs": result.summary,
         "bd_rate": result.bd,
         "matched_bpp": matched_bpp(result.summary, anchor),
-        **(extra or {}),
+        "realism": {
+            "computed": realism_points is not None,
+            "note": realism_note,
+            "samples": "whole images resized to 299 by torch-fidelity" if realism_patch <= 0
+                       else f"non-overlapping {realism_patch}x{realism_patch} crops",
+            "reference": "the original images of the run",
+        },
     }
     result.summary_path.write_text(json.dumps(_json_safe(payload), indent=2) + "\n", encoding="utf-8")
 
@@ -1101,7 +1159,8 @@ def write_outputs(result: EvalResult, plan: EvalPlan, rows: Sequence[Mapping[str
     report += [f"Caption policy of every table below: **{policy}**; {len(rows)} rows.", ""]
     report.append(markdown_tables(result.summary, result.bd, anchor, bd_method,
                                   caption_mode=caption_mode))
-    report += list(report_notes)
+    report.append(realism_table(result.summary, caption_mode, realism_note, realism_points is not None,
+                                payload["realism"]["samples"]))
     result.report_path.write_text("\n".join(report), encoding="utf-8")
     out_dir = result.out_dir
     result.plot_paths.append(write_plotly(result.summary, out_dir / "rd_plots.html", title, plotlyjs))
@@ -1169,6 +1228,13 @@ def setup_args(parser: argparse.ArgumentParser | None = None) -> argparse.Argume
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="under torchrun: the process-group backend (cpu: gloo, cuda: NCCL, "
                              "each rank pinned to GPU LOCAL_RANK)")
+    parser.add_argument("--inception-weights", type=Path, default=None, metavar="PATH",
+                        help="torch-fidelity Inception weights for FID/KID (default: its file in "
+                             "the torch hub cache, if there; never downloaded)")
+    parser.add_argument("--no-fid", action="store_true", help="no FID/KID even if weights are found")
+    parser.add_argument("--fid-patch", type=int, default=0, metavar="P",
+                        help="FID/KID samples: 0 = whole images (resized to 299), P = "
+                             "non-overlapping PxP crops (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     return parser
 
@@ -1180,18 +1246,22 @@ def run_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -
     command = None
     if argv is not None:
         command = "python -m app eval " + " ".join(shlex.quote(a) for a in argv)
+    from app import realism
+
     try:
         info = eval_dist.init(args.device)
     except TacoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
+        real = realism.resolve(args.inception_weights, not args.no_fid, args.device, args.fid_patch)
         result = run_eval(
             args.images, codecs, args.out, rates=parse_rates(args.rates, codecs),
             captions=args.captions, anchor=args.anchor, limit=args.limit,
             bd_method=args.bd_method, plotlyjs=plotlyjs,
             progress=not args.no_progress and info.main,
             command=command, caption_mode=args.caption_mode, select_by=args.best_of_by, dist=info,
+            realism=real,
         )
     except TacoError as exc:
         print(f"error: {exc}", file=sys.stderr)
