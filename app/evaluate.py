@@ -41,8 +41,15 @@ original VCEG-M33 least-squares cubic polynomial (needs ≥ 4 points). Quality i
 MS-SSIM, and −LPIPS (LPIPS is lower-is-better, so its negation is used as quality).
 
 Captions (``--captions JSON``): an object mapping file name (or file stem) to a caption string
-or a list of captions; for a list the **first** caption is used. Images without an entry get the
-empty caption. Classical codecs ignore captions.
+or a list of captions. ``--caption-mode`` picks the policy (`app.eval_captions`): ``given`` (the
+first caption), ``each`` (one row per caption), ``best-of`` (the lowest-LPIPS of all captions),
+``empty``, ``other``; ``each`` and ``best-of`` add a ``caption`` column (the caption's index).
+Images without an entry get the empty caption. Classical codecs ignore captions.
+
+Sharding (`app.eval_dist`): under ``torchrun`` every rank measures every ``WORLD_SIZE``-th work
+unit into ``--out/shards/rank*.csv``; rank 0 merges them into results.csv (in unit order) and
+writes the rest. FID / KID (`app.realism`) are added to the summary and report when Inception
+weights are available locally.
 """
 
 from __future__ import annotations
@@ -159,23 +166,9 @@ def csv_columns(caption_mode: str = "given") -> tuple[str, ...]:
 
 
 def load_captions(path: Path | None) -> dict[str, str]:
-    """Captions JSON → {key: caption}; a list value gives its first caption (see module doc)."""
-    if path is None:
-        return {}
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read captions {path}: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"captions {path}: expected a JSON object filename -> caption")
-    out: dict[str, str] = {}
-    for key, value in raw.items():
-        if isinstance(value, list):
-            value = value[0] if value else ""
-        if not isinstance(value, str):
-            raise ConfigError(f"captions {path}: entry {key!r} is not a string or list of strings")
-        out[str(key)] = value
-    return out
+    """Captions JSON → {key: first caption} (the ``given`` policy; all captions:
+    `app.eval_captions.load_caption_lists`)."""
+    return {k: (v[0] if v else "") for k, v in eval_captions.load_caption_lists(path).items()}
 
 
 def caption_for(captions: Mapping[str, str], image: Path) -> str:
@@ -1226,8 +1219,9 @@ def setup_args(parser: argparse.ArgumentParser | None = None) -> argparse.Argume
                         help="the LPIPS best-of minimises: lpips (standard, the headline) or "
                              "lpips_paper ([0,1] inputs, the official scripts' convention)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                        help="under torchrun: the process-group backend (cpu: gloo, cuda: NCCL, "
-                             "each rank pinned to GPU LOCAL_RANK)")
+                        help="cpu: gloo process group under torchrun; cuda: NCCL, each rank "
+                             "pinned to GPU LOCAL_RANK, where FID's Inception runs (the codecs "
+                             "run where app.codec runs them)")
     parser.add_argument("--inception-weights", type=Path, default=None, metavar="PATH",
                         help="torch-fidelity Inception weights for FID/KID (default: its file in "
                              "the torch hub cache, if there; never downloaded)")
