@@ -239,3 +239,13 @@ def test_killed_sharded_run_resumes_without_losing_or_duplicating(tmp_path):
     assert len(keys) == len(set(keys)) == 5 * 2 * 2
     assert survived <= set(keys) and all(r["bytes"] and r["lpips"] for r in rows)
     assert not (out / "shards").exists()
+
+
+def test_help_names_the_policies_and_the_released_scripts_bug(capsys):
+    with pytest.raises(SystemExit):
+        evaluate.setup_args().parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "{given,each,best-of,empty,other}" in text
+    assert "starts the best LPIPS at 0.0" in text and "torchrun --nproc_per_node N" in text
+    assert evaluate.csv_columns("each")[-1] == "caption" == evaluate.csv_columns("best-of")[-1]
+    assert evaluate.csv_columns("given") == evaluate.CSV_COLUMNS
