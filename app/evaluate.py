@@ -1234,19 +1234,24 @@ def setup_args(parser: argparse.ArgumentParser | None = None) -> argparse.Argume
 
 
 def run_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
-    """Run ``eval`` from parsed arguments; prints the outputs; returns the exit code."""
+    """Run ``eval`` from parsed arguments; prints the outputs; returns the exit code.
+
+    Under torchrun every rank runs this; rank 0 prints the report, the others one line each.
+    """
+    from app import realism
+
     codecs = [c.strip().lower() for c in args.codecs.split(",") if c.strip()]
     plotlyjs: bool | str = True if args.plotlyjs == "inline" else args.plotlyjs
     command = None
     if argv is not None:
         command = "python -m app eval " + " ".join(shlex.quote(a) for a in argv)
-    from app import realism
-
     try:
         info = eval_dist.init(args.device)
     except TacoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if command is not None and info.enabled:
+        command = command.replace("python -m app eval", f"torchrun ({info.world} ranks) -m app eval", 1)
     try:
         real = realism.resolve(args.inception_weights, not args.no_fid, args.device, args.fid_patch)
         result = run_eval(
