@@ -16,7 +16,8 @@ empty      no caption ("")
 other      the first caption of the next image in sorted order (a mismatched caption)
 =========  =================================================================================
 
-Images without an entry get the single caption ``""`` under every policy.
+Images without an entry get the single caption ``""`` under every policy. Classical codecs
+ignore captions: under ``each`` and ``best-of`` they are measured once per image (caption 0).
 """
 
 from __future__ import annotations

@@ -803,11 +803,19 @@ class EvalPlan:
         return csv_columns(self.caption_mode)
 
     def units(self) -> list[Unit]:
-        """All units, image-major, then codec, rate and caption: the order rows are written in."""
+        """All units, image-major, then codec, rate and caption: the order rows are written in.
+
+        Under ``each`` a learned codec gets one unit per caption; a classical codec, which
+        ignores captions, one unit (caption 0) instead of several identical ones.
+        """
+        from app.classical import is_classical
+
         out: list[Unit] = []
         for f in self.files:
-            n_caps = len(self.captions[f.name]) if self.caption_mode == "each" else 0
             for name in self.names:
+                n_caps = 0
+                if self.caption_mode == "each":
+                    n_caps = 1 if is_classical(name) else len(self.captions[f.name])
                 for rate in self.rates[name]:
                     if n_caps:
                         out += [Unit(f.name, name, format_rate(rate), str(i)) for i in range(n_caps)]

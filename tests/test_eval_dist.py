@@ -181,8 +181,10 @@ def test_sharded_ranks_in_turn_match_one_process(tmp_path, monkeypatch, fake_cod
     r1 = evaluate.run_eval(images, ["fake", "jpeg"], out, dist=eval_dist.DistInfo(1, 2), **run)
     assert r1.summary == {} and (out / "shards" / "rank00001.csv").exists()
     r0 = evaluate.run_eval(images, ["fake", "jpeg"], out, dist=eval_dist.DistInfo(0, 2), **run)
-    # rank 1 ran first, so rank 0 folded its shard into results.csv before measuring its own 6
-    assert (r1.computed, r0.computed, r0.skipped) == (6, 6, 6)
+    # 10 units: fake once per caption (2 + 1 + 1), jpeg once per image and rate (captions
+    # ignored). Rank 1 ran first, so rank 0 folded its shard into results.csv before its own 5
+    assert (r1.computed, r0.computed, r0.skipped) == (5, 5, 5)
+    assert [r["caption"] for r in _rows(out / "results.csv") if r["image"] == "im0.png"] == ["0", "1", "0", "0"]
     assert _untimed(_rows(out / "results.csv")) == _untimed(_rows(single.csv_path))
     assert _summary_untimed(r0.summary_path) == _summary_untimed(single.summary_path)
     assert not (out / "shards").exists()
@@ -199,8 +201,8 @@ def test_two_process_gloo_run_gives_the_rows_of_one_process(tmp_path, monkeypatc
     two = tmp_path / "two"
     proc = _torchrun([*args, "--out", str(two)], {})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "rank 1: 4 measured, 0 reused" in proc.stdout
-    assert "8 measured, 0 reused" in proc.stdout
+    assert "rank 1: 3 measured, 0 reused" in proc.stdout  # 7 units: taco-tiny 2 + 1 + 1, jpeg 3
+    assert "7 measured, 0 reused" in proc.stdout
 
     monkeypatch.setenv("TACO_ALLOW_RANDOM", "1")
     threads = torch.get_num_threads()
@@ -211,7 +213,7 @@ def test_two_process_gloo_run_gives_the_rows_of_one_process(tmp_path, monkeypatc
     finally:
         torch.set_num_threads(threads)
     rows = _rows(two / "results.csv")
-    assert len(rows) == 8 and _untimed(rows) == _untimed(_rows(one / "results.csv"))
+    assert len(rows) == 7 and _untimed(rows) == _untimed(_rows(one / "results.csv"))
     assert _summary_untimed(two / "summary.json") == _summary_untimed(one / "summary.json")
     assert not (two / "shards").exists()
 
