@@ -82,6 +82,18 @@ def test_env_info_reads_the_launcher_variables():
             eval_dist.env_info(bad)
 
 
+def test_init_without_a_launcher_starts_nothing(monkeypatch):
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert eval_dist.init("cpu") == eval_dist.DistInfo()
+    assert not torch.distributed.is_initialized()
+    with pytest.raises(evaluate.ConfigError):
+        eval_dist.init("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(evaluate.ConfigError, match="CUDA is not available"):
+            eval_dist.init("cuda")
+
+
 def test_pick_best_starts_at_infinity():
     rows = [{"lpips": "0.30"}, {"lpips": "0.10"}, {"lpips": "0.10"}, {"lpips": ""}]
     assert eval_captions.pick_best(rows) == 1  # lowest, first on ties, empty never wins

@@ -124,6 +124,7 @@ def test_without_weights_one_line_and_no_download(tmp_path, monkeypatch, refused
     assert refused_connections == []
 
 
+@pytest.mark.slow
 def test_torch_fidelity_inception_from_a_local_file(tmp_path, monkeypatch, refused_connections):
     """The library's own network, loaded from a user's weights file (random weights made here)."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
