@@ -70,6 +70,11 @@ def inception_extractor(weights: Path, device: str = "cpu") -> Extractor:
     import torch
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
+    try:  # torch-fidelity unpickles the file without weights_only: accept plain tensors only
+        torch.load(str(weights), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 (any refusal or corruption: the same answer)
+        raise ConfigError(f"{weights} is not a plain state dict of tensors; not loaded "
+                          f"({type(exc).__name__})") from exc
     try:
         net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
                                           feature_extractor_weights_path=str(weights))

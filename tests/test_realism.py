@@ -142,4 +142,13 @@ def test_torch_fidelity_inception_from_a_local_file(tmp_path, monkeypatch, refus
     rng = np.random.default_rng(1)
     feats = real.extractor([rng.integers(0, 256, (40, 56, 3), dtype=np.uint8) for _ in range(2)])
     assert feats.shape == (2, 2048) and np.isfinite(feats).all()
+    # a pickle that is not plain tensors is refused before torch-fidelity would unpickle it
+    evil = tmp_path / "evil.pth"
+    torch.save({"x": _Unpicklable()}, evil)
+    with pytest.raises(ConfigError, match="not a plain state dict"):
+        realism.resolve(evil)
     assert refused_connections == []
+
+
+class _Unpicklable:
+    """An object a weights-only load refuses (any non-tensor class)."""
