@@ -1115,6 +1115,7 @@ def write_outputs(result: EvalResult, plan: EvalPlan, rows: Sequence[Mapping[str
                 got = realism_points.get(codec, {}).get(p["rate"], {})
                 for k in ("fid", "kid", "kid_std"):
                     p[k] = got.get(k)
+                p["fid_samples"] = got.get("samples")  # [originals, reconstructions]
                 if got.get("missing"):
                     p["fid_missing"] = got["missing"]
     result.bd = bd_rates(result.summary, anchor, bd_method)

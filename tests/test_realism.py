@@ -105,6 +105,16 @@ def test_fid_kid_in_summary_and_report_also_when_sharded(tmp_path, monkeypatch, 
     assert "5 rows without features" in again.report_path.read_text()
 
 
+def test_fid_over_crops(tmp_path, fast_metrics):
+    images = _images(tmp_path / "imgs", n=3, size=48)
+    real = realism.Realism(_tiny_extractor(), "tiny test network", patch=24)
+    res = evaluate.run_eval(images, ["jpeg"], tmp_path / "out", {"jpeg": [10]}, progress=False,
+                            realism=real)
+    point = res.summary["jpeg"][0]
+    assert point["fid_samples"] == [12, 12] and point["fid"] is not None  # 4 crops per image
+    assert "non-overlapping 24x24 crops" in res.report_path.read_text()
+
+
 def test_without_weights_one_line_and_no_download(tmp_path, monkeypatch, refused_connections, fast_metrics):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     off = realism.resolve(None)
