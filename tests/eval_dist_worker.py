@@ -16,9 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app import evaluate  # noqa: E402
+from app import eval_units, evaluate  # noqa: E402
 
-_real = evaluate.measure_unit
+_real = eval_units.measure_unit
 _count = 0
 
 
@@ -27,14 +27,14 @@ def _dying(plan, unit, pixels, lpips_fn=None):
     if os.environ.get("RANK") == os.environ.get("TACO_TEST_DIE_RANK") and \
             _count >= int(os.environ.get("TACO_TEST_DIE_AFTER", "0")):
         out = Path(sys.argv[sys.argv.index("--out") + 1])
-        with open(evaluate.shard_path(out, int(os.environ["RANK"])), "a", encoding="utf-8") as fh:
+        with open(eval_units.shard_path(out, int(os.environ["RANK"])), "a", encoding="utf-8") as fh:
             fh.write(f"{unit.image},{unit.codec},")
         os._exit(9)
     _count += 1
     return _real(plan, unit, pixels, lpips_fn)
 
 
-evaluate.measure_unit = _dying
+eval_units.measure_unit = _dying
 # this worker tests resuming, not metrics: a cheap stand-in for MS-SSIM (slow on small images)
 import app.metrics  # noqa: E402
 
