@@ -46,9 +46,9 @@ first caption), ``each`` (one row per caption), ``best-of`` (the lowest-LPIPS of
 ``empty``, ``other``; ``each`` and ``best-of`` add a ``caption`` column (the caption's index).
 Images without an entry get the empty caption. Classical codecs ignore captions.
 
-Sharding (`app.eval_dist`, `app.eval_units`): under ``torchrun`` each rank measures every ``WORLD_SIZE``-th work
-unit into ``--out/shards/rank*.csv``; rank 0 merges them into results.csv (in unit order) and
-writes the rest. FID / KID (`app.realism`) are added to the summary and report when Inception
+Sharding (`app.eval_dist`, `app.eval_units`): under ``torchrun`` each rank measures every
+``WORLD_SIZE``-th work unit into ``--out/shards/rank*.csv``; rank 0 merges them into results.csv
+(in unit order) and writes the rest. FID / KID (`app.realism`) are added to the summary and report when Inception
 weights are available locally.
 """
 
