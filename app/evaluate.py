@@ -1002,7 +1002,7 @@ def setup_args(parser: argparse.ArgumentParser | None = None) -> argparse.Argume
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--images", type=Path, required=True, help="folder of images (sorted by name)")
     parser.add_argument("--captions", type=Path, default=None,
-                        help="JSON: file name -> caption or list of captions (the first is used)")
+                        help="JSON: file name -> caption or list of captions (--caption-mode says which are used)")
     parser.add_argument("--codecs", default="jpeg,webp,avif",
                         help="comma-separated: jpeg, webp, avif, taco, elic, ... (default: %(default)s)")
     parser.add_argument("--rates", action="append", default=None, metavar="[CODEC=]R1,R2,...",
