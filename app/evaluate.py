@@ -41,8 +41,15 @@ original VCEG-M33 least-squares cubic polynomial (needs ≥ 4 points). Quality i
 MS-SSIM, and −LPIPS (LPIPS is lower-is-better, so its negation is used as quality).
 
 Captions (``--captions JSON``): an object mapping file name (or file stem) to a caption string
-or a list of captions; for a list the **first** caption is used. Images without an entry get the
-empty caption. Classical codecs ignore captions.
+or a list of captions. ``--caption-mode`` picks the policy (`app.eval_captions`): ``given`` (the
+first caption), ``each`` (one row per caption), ``best-of`` (the lowest-LPIPS of all captions),
+``empty``, ``other``; ``each`` and ``best-of`` add a ``caption`` column (the caption's index).
+Images without an entry get the empty caption. Classical codecs ignore captions.
+
+Sharding (`app.eval_dist`, `app.eval_units`): under ``torchrun`` each rank measures every
+``WORLD_SIZE``-th work unit into ``--out/shards/rank*.csv``; rank 0 merges them into results.csv
+(in unit order) and writes the rest. FID / KID (`app.realism`) are added to the summary and report when Inception
+weights are available locally.
 """
 
 from __future__ import annotations
@@ -58,11 +65,17 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from app import eval_captions, eval_dist
 from app.errors import ConfigError, ImageInputError, MissingModelError, TacoError
+from app.eval_captions import CAPTION_MODES, INDEXED_MODES
+from app.realism import Realism
+
+if TYPE_CHECKING:
+    from app.eval_units import EvalPlan
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
@@ -146,27 +159,19 @@ def load_rgb(path: Path) -> np.ndarray:
         raise ImageInputError(f"cannot read image {path.name}: {exc}") from exc
 
 
-CAPTION_MODES = ("given", "empty", "other")
+#: Extra results.csv column of the ``each`` / ``best-of`` policies: index of the caption used.
+CAPTION_COLUMN = "caption"
+
+
+def csv_columns(caption_mode: str = "given") -> tuple[str, ...]:
+    """The results.csv header a caption policy writes (`CSV_COLUMNS`, + ``caption`` if indexed)."""
+    return (*CSV_COLUMNS, CAPTION_COLUMN) if caption_mode in INDEXED_MODES else CSV_COLUMNS
 
 
 def load_captions(path: Path | None) -> dict[str, str]:
-    """Captions JSON → {key: caption}; a list value gives its first caption (see module doc)."""
-    if path is None:
-        return {}
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read captions {path}: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"captions {path}: expected a JSON object filename -> caption")
-    out: dict[str, str] = {}
-    for key, value in raw.items():
-        if isinstance(value, list):
-            value = value[0] if value else ""
-        if not isinstance(value, str):
-            raise ConfigError(f"captions {path}: entry {key!r} is not a string or list of strings")
-        out[str(key)] = value
-    return out
+    """Captions JSON → {key: first caption} (the ``given`` policy; all captions:
+    `app.eval_captions.load_caption_lists`)."""
+    return {k: (v[0] if v else "") for k, v in eval_captions.load_caption_lists(path).items()}
 
 
 def caption_for(captions: Mapping[str, str], image: Path) -> str:
@@ -251,6 +256,13 @@ def _fmt(value: float | None, digits: int) -> str:
 def measure(codec: EvalCodec, image: np.ndarray, caption: str, rate: float,
             lpips_fn: Callable[..., float] | None = None) -> dict[str, str]:
     """Encode + decode one image at one rate; the CSV row (without ``image``) as strings."""
+    return measure_decoded(codec, image, caption, rate, lpips_fn)[0]
+
+
+def measure_decoded(codec: EvalCodec, image: np.ndarray, caption: str, rate: float,
+                    lpips_fn: Callable[..., float] | None = None
+                    ) -> tuple[dict[str, str], np.ndarray]:
+    """`measure`, and the decoded HxWx3 uint8 image it measured."""
     from app.classical import PillowCodec
     from app.metrics import lpips, ms_ssim, ms_ssim_needs_resize, psnr, psnr_float, to_uint8_rgb
 
@@ -287,7 +299,7 @@ def measure(codec: EvalCodec, image: np.ndarray, caption: str, rate: float,
         "lpips_paper": _fmt(lpips_fn(image, out, convention="paper"), 6),
         "encode_ms": _fmt((t1 - t0) * 1e3, 2),
         "decode_ms": _fmt((t2 - t1) * 1e3, 2),
-    }
+    }, out
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,11 +307,12 @@ def measure(codec: EvalCodec, image: np.ndarray, caption: str, rate: float,
 # --------------------------------------------------------------------------------------------
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
+def read_rows(path: Path, columns: Sequence[str] = CSV_COLUMNS) -> list[dict[str, str]]:
     """Rows of an existing results CSV ([] if absent); a foreign header raises `TacoError`.
 
     A last line cut short by an interrupted run (no final newline) is removed from the file,
     so that appending continues on a fresh line; rows with missing cells are ignored.
+    ``columns`` is the header expected (`csv_columns` of the caption policy).
     """
     if not path.exists():
         return []
@@ -312,23 +325,26 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         reader = csv.DictReader(fh)
         if reader.fieldnames is None:
             return []
-        if tuple(reader.fieldnames) != CSV_COLUMNS:
+        if tuple(reader.fieldnames) != tuple(columns):
             raise TacoError(f"{path} has other columns than this version writes; use another --out")
-        return [r for r in reader if all(r.get(c) is not None for c in CSV_COLUMNS)]
+        return [r for r in reader if all(r.get(c) is not None for c in columns)]
 
 
-def row_key(row: Mapping[str, str]) -> tuple[str, str, str]:
-    """(image, codec, rate) identity of a CSV row."""
+def row_key(row: Mapping[str, str], caption_mode: str = "given") -> tuple[str, ...]:
+    """Identity of a CSV row: (image, codec, rate), + the caption index under ``each``."""
+    if caption_mode == "each":
+        return row["image"], row["codec"], row["rate"], row[CAPTION_COLUMN]
     return row["image"], row["codec"], row["rate"]
 
 
-def write_rows(path: Path, rows: Iterable[Mapping[str, str]]) -> None:
+def write_rows(path: Path, rows: Iterable[Mapping[str, str]],
+               columns: Sequence[str] = CSV_COLUMNS) -> None:
     """Rewrite a results CSV with exactly ``rows`` (header included)."""
     tmp = path.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS))
+        writer = csv.DictWriter(fh, fieldnames=list(columns))
         writer.writeheader()
-        writer.writerows({c: r[c] for c in CSV_COLUMNS} for r in rows)
+        writer.writerows({c: r[c] for c in columns} for r in rows)
     tmp.replace(path)
 
 
@@ -593,9 +609,12 @@ def _cell(value: Any, digits: int) -> str:
 
 def markdown_tables(summary: Mapping[str, list[dict[str, Any]]],
                     bd: Mapping[str, Mapping[str, float | None]], anchor: str,
-                    method: BdMethod) -> str:
-    """The mean table and the BD-rate table as markdown."""
+                    method: BdMethod, caption_mode: str | None = None) -> str:
+    """The mean table and the BD-rate table as markdown (each headed by its caption policy)."""
+    policy = f" (captions: {caption_mode})" if caption_mode else ""
     lines = [
+        f"Means per codec and rate{policy}:",
+        "",
         "| codec | rate | n | bpp | PSNR (dB) | PSNR float (dB) | MS-SSIM | LPIPS | LPIPS (paper conv.) | enc ms | dec ms |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -606,7 +625,8 @@ def markdown_tables(summary: Mapping[str, list[dict[str, Any]]],
                 f"{_cell(p['psnr_float'], 2)} | {_cell(p['ms_ssim'], 4)} | {_cell(p['lpips'], 4)} | "
                 f"{_cell(p['lpips_paper'], 4)} | {_cell(p['encode_ms'], 1)} | {_cell(p['decode_ms'], 1)} |"
             )
-    lines += ["", f"BD-rate against **{anchor}** ({method}; negative = fewer bits at equal quality):", "",
+    lines += ["", f"BD-rate against **{anchor}**{policy} ({method}; negative = fewer bits at equal "
+              "quality):", "",
               "| codec | BD-rate PSNR | BD-rate MS-SSIM | BD-rate LPIPS |", "|---|---:|---:|---:|"]
     codecs = [c for c in summary if c != anchor]
     for codec in codecs:
@@ -619,7 +639,7 @@ def markdown_tables(summary: Mapping[str, list[dict[str, Any]]],
         lines.append("| (only the anchor was evaluated) | | | |")
     matched = matched_bpp(summary, anchor)
     if any(matched.values()):
-        lines += ["", f"At matched bpp: **{anchor}** read at each point's bpp (PCHIP over log bpp; "
+        lines += ["", f"At matched bpp{policy}: **{anchor}** read at each point's bpp (PCHIP over log bpp; "
                   f"– outside {anchor}'s measured range):", "",
                   f"| codec | rate | bpp | PSNR | {anchor} PSNR | ΔPSNR dB | LPIPS | {anchor} LPIPS | ΔLPIPS |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -629,6 +649,24 @@ def markdown_tables(summary: Mapping[str, list[dict[str, Any]]],
                     f"| {codec} | {r['rate']} | {_cell(r['bpp'], 3)} | {_cell(r['psnr'], 2)} | "
                     f"{_cell(r['anchor_psnr'], 2)} | {_signed(r['delta_psnr'], 2)} | {_cell(r['lpips'], 4)} | "
                     f"{_cell(r['anchor_lpips'], 4)} | {_signed(r['delta_lpips'], 4)} |")
+    return "\n".join(lines) + "\n"
+
+
+def realism_table(summary: Mapping[str, list[dict[str, Any]]], caption_mode: str, note: str,
+                  computed: bool, samples: str) -> str:
+    """The FID / KID table, or one line saying why there is none."""
+    if not computed:
+        return f"\nFID / KID: not computed: {note}.\n"
+    lines = ["", f"Realism against the originals (captions: {caption_mode}; {note}; {samples}; "
+             "lower is better; KID ×1000, mean ± std over subsets):", "",
+             "| codec | rate | bpp | FID | KID ×1000 |", "|---|---:|---:|---:|---:|"]
+    for codec, points in summary.items():
+        for p in points:
+            kid = "–" if p.get("kid") is None else f"{p['kid'] * 1e3:.2f} ± {p['kid_std'] * 1e3:.2f}"
+            fid = _cell(p.get("fid"), 2)
+            if p.get("fid_missing"):
+                fid = f"– ({p['fid_missing']} rows without features)"
+            lines.append(f"| {codec} | {p['rate']} | {_cell(p['bpp'], 3)} | {fid} | {kid} |")
     return "\n".join(lines) + "\n"
 
 
@@ -747,6 +785,9 @@ def run_eval(
     progress: bool = True,
     command: str | None = None,
     caption_mode: str = "given",
+    select_by: str = "lpips",
+    dist: eval_dist.DistInfo | None = None,
+    realism: Realism | None = None,
 ) -> EvalResult:
     """Evaluate ``codecs`` on the images of ``images``; write CSV, JSON, markdown and plots.
 
@@ -754,101 +795,136 @@ def run_eval(
     Rows already in ``out_dir/results.csv`` are reused, not recomputed. Summary, report and
     plots cover exactly the requested (image, codec, rate) set.
 
-    ``caption_mode`` measures what the caption does: ``"given"`` (each image's own caption),
-    ``"empty"`` (no caption) or ``"other"`` (the caption of the next image in sorted order, a
-    mismatched caption). Use a separate ``out_dir`` per mode.
-    """
-    from tqdm import tqdm
+    ``caption_mode`` is a policy of `app.eval_captions` (``given``, ``each``, ``best-of``,
+    ``empty``, ``other``); ``select_by`` is the column ``best-of`` minimises. Use a separate
+    ``out_dir`` per mode.
 
-    names = [c.strip().lower() for c in codecs if c.strip()]
-    if not names:
-        raise ConfigError("no codec given")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"codec listed twice: {', '.join(names)}")
+    ``dist`` (from `app.eval_dist.init`) shards the work: every rank measures its share of the
+    units into its own file under ``out_dir/shards/``; rank 0 then merges them into
+    results.csv and writes summary, report and plots. Every rank must call this with the same
+    arguments; ranks other than 0 return a result without summary. A shard file left by a killed
+    run is folded into results.csv at the next start, so any number of ranks can resume it.
+
+    ``realism`` (`app.realism.resolve`) adds FID and KID of each (codec, rate) against the
+    originals: features of every measured row go to ``out_dir/features/``; without it the report
+    says in one line why there is no FID.
+    """
+    from app import eval_units as eu
+    from app import realism as realism_mod
+
+    info = dist or eval_dist.DistInfo()
+    realism = realism or realism_mod.Realism.off("not requested")
+    plan = eu.make_plan(images, codecs, rates, captions, limit, caption_mode, select_by)
+    names = plan.names
     anchor = (anchor or ("jpeg" if "jpeg" in names else names[0])).lower()
     if anchor not in names:
         raise ConfigError(f"anchor {anchor!r} is not among the evaluated codecs")
-    files = list_images(images, limit)
-    caps = load_captions(captions)
-    if caption_mode not in CAPTION_MODES:
-        raise ConfigError(f"caption mode must be one of {', '.join(CAPTION_MODES)}")
-    own = [caption_for(caps, f) for f in files]
-    if caption_mode == "empty":
-        file_caption = {f.name: "" for f in files}
-    elif caption_mode == "other":
-        file_caption = {f.name: own[(i + 1) % len(files)] for i, f in enumerate(files)}
-    else:
-        file_caption = {f.name: c for f, c in zip(files, own, strict=True)}
-    loaded = {name: get_codec(name) for name in names}
-    plan = {
-        name: [float(r) for r in ((rates or {}).get(name) or default_rates(name, codec))]
-        for name, codec in loaded.items()
-    }
-
-    out_dir.mkdir(parents=True, exist_ok=True)
+    columns = plan.columns
     csv_path = out_dir / "results.csv"
     prov_path = out_dir / PROVENANCE_FILE
-    existing = read_rows(csv_path)
-    prior = read_provenance(prov_path)
-    if existing and prior.get("caption_mode") not in (None, caption_mode):
-        raise ConfigError(f"{out_dir} holds caption-mode {prior['caption_mode']!r} results; "
-                          f"use another --out for caption mode {caption_mode!r}")
-    identity = {f"{n}@{format_rate(r)}": codec_identity(loaded[n], r) for n in names for r in plan[n]}
-    made_by = {**prior.get("rows", {})}
     result = EvalResult(out_dir, csv_path, out_dir / "summary.json", out_dir / "report.md")
-    fresh = []
-    for r in existing:
-        key = f"{r['codec']}@{r['rate']}"
-        if key in identity and made_by.get(key, identity[key]) != identity[key]:
-            result.stale[r["codec"]] = result.stale.get(r["codec"], 0) + 1
-        else:
-            fresh.append(r)
-    if result.stale:  # rows made by other weights / another encoder version: measure again
-        write_rows(csv_path, fresh)
-        existing = fresh
-    made_by.update(identity)
-    prov_path.write_text(json.dumps({"caption_mode": caption_mode, "rows": made_by}, indent=2,
-                                    sort_keys=True) + "\n", encoding="utf-8")
-    done = {row_key(r): r for r in existing}
-    wanted = [(f.name, n, format_rate(r)) for f in files for n in names for r in plan[n]]
-    todo = [k for k in wanted if k not in done]
+    identity = {f"{n}@{format_rate(r)}": codec_identity(plan.codecs[n], r)
+                for n in names for r in plan.rates[n]}
+    units = plan.units()
+    order = {u.key(): i for i, u in enumerate(units)}
 
-    result.skipped = len(wanted) - len(todo)
-    new_file = not csv_path.exists() or not existing and csv_path.stat().st_size == 0
-    with open(csv_path, "a", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS))
-        if new_file:
-            writer.writeheader()
-        bar = tqdm(total=len(todo), disable=not progress, file=sys.stderr, unit="enc")
-        by_image: dict[str, list[tuple[str, str]]] = {}
-        for image_name, codec_name, rate in todo:
-            by_image.setdefault(image_name, []).append((codec_name, rate))
-        for f in files:
-            jobs = by_image.get(f.name)
-            if not jobs:
-                continue
-            pixels = load_rgb(f)
-            caption = file_caption[f.name]
-            for codec_name, rate in jobs:
-                bar.set_postfix_str(f"{f.name} {codec_name}@{rate}")
-                row = {"image": f.name, **measure(loaded[codec_name], pixels, caption, float(rate))}
-                row["codec"] = codec_name
-                writer.writerow(row)
-                fh.flush()
-                done[(f.name, codec_name, rate)] = row
-                result.computed += 1
-                bar.update(1)
-        bar.close()
+    if info.main:  # one process prepares the folder while the others wait at the barrier
+        # (if it fails, it exits and the launcher stops the other ranks)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        prior = read_provenance(prov_path)
+        if prior.get("caption_mode") not in (None, caption_mode) and (
+                csv_path.exists() or eu.shard_files(out_dir)):
+            raise ConfigError(f"{out_dir} holds caption-mode {prior['caption_mode']!r} results; "
+                              f"use another --out for caption mode {caption_mode!r}")
+        made_by = {**prior.get("rows", {})}
 
-    rows = [done[k] for k in wanted]
+        def fresh(r: dict[str, str]) -> bool:
+            key = f"{r['codec']}@{r['rate']}"
+            if key in identity and made_by.get(key, identity[key]) != identity[key]:
+                result.stale[r["codec"]] = result.stale.get(r["codec"], 0) + 1
+                return False  # made by other weights / another encoder version: measure again
+            return True
+
+        eu.fold_shards(out_dir, columns, caption_mode, fresh, order)
+        made_by.update(identity)
+        prov_path.write_text(json.dumps({"caption_mode": caption_mode, "rows": made_by},
+                                        indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    eval_dist.barrier(info)
+
+    existing = read_rows(csv_path, columns)  # rank 0 already repaired it; nobody writes it now
+    done = {row_key(r, caption_mode) for r in existing}
+    mine = eval_dist.shard(units, info.rank, info.world)
+    todo = [u for u in mine if u.key() not in done]
+    target = csv_path
+    if info.enabled:
+        target = eu.shard_path(out_dir, info.rank)
+        target.parent.mkdir(parents=True, exist_ok=True)
+    store = realism_mod.FeatureStore(out_dir / realism_mod.FEATURE_DIR, realism)
+    on_row: eu.RowHook | None = None
+    if realism.enabled:
+        def on_row(u: eu.Unit, row: dict[str, str], original: np.ndarray, decoded: np.ndarray) -> None:
+            store.add(u.codec, u.rate, u.image, u.caption, original, decoded)
+    new_rows = eu.compute_units(plan, todo, target, progress=progress, on_row=on_row)
+    result.computed = len(new_rows)
+    result.skipped = len(mine) - len(todo)
+    eval_dist.barrier(info)
+    if not info.main:
+        return result
+
+    if info.enabled:
+        existing, added = eu.fold_shards(out_dir, columns, caption_mode, order=order)
+        result.computed = added
+        result.skipped = len(units) - added
+    else:
+        existing = existing + new_rows
+    by_key = {row_key(r, caption_mode): r for r in existing}
+    missing = [u.key() for u in units if u.key() not in by_key]
+    if missing:
+        raise TacoError(f"{len(missing)} rows missing after the run (first: {missing[0]}); run again")
+    rows = [by_key[u.key()] for u in units]
+    points = None
+    if realism.enabled:
+        points = realism_mod.summarize(store, rows, [f.name for f in plan.files],
+                                       CAPTION_COLUMN if caption_mode == "each" else None)
+    write_outputs(result, plan, rows, images=images, captions=captions, anchor=anchor,
+                  bd_method=bd_method, plotlyjs=plotlyjs, command=command,
+                  realism_note=realism.note, realism_points=points, realism_patch=realism.patch)
+    return result
+
+
+def write_outputs(result: EvalResult, plan: EvalPlan, rows: Sequence[Mapping[str, str]], *,
+                  images: Path, captions: Path | None, anchor: str, bd_method: BdMethod,
+                  plotlyjs: bool | str, command: str | None,
+                  realism_note: str = "not requested",
+                  realism_points: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+                  realism_patch: int = 0) -> None:
+    """summary.json, report.md and the plots of ``rows`` (the rows of the plan, in unit order).
+
+    ``realism_points`` ({codec: {rate: {fid, kid, kid_std, ...}}}, `app.realism.summarize`) adds
+    ``fid`` / ``kid`` / ``kid_std`` to each summary point and a realism table to the report;
+    without it the report says ``realism_note`` (why there is no FID) in one line.
+    """
+    names, files, caption_mode = plan.names, plan.files, plan.caption_mode
     summary = summarize(rows)
     result.summary = {n: summary[n] for n in names if n in summary}
+    if realism_points is not None:
+        for codec, pts in result.summary.items():
+            for p in pts:
+                got = realism_points.get(codec, {}).get(p["rate"], {})
+                for k in ("fid", "kid", "kid_std"):
+                    p[k] = got.get(k)
+                p["fid_samples"] = got.get("samples")  # [originals, reconstructions]
+                if got.get("missing"):
+                    p["fid_missing"] = got["missing"]
     result.bd = bd_rates(result.summary, anchor, bd_method)
     payload = {
         "images": len(files),
+        "rows": len(rows),
         "image_dir": str(images),
         "captions": str(captions) if captions else None,
         "caption_mode": caption_mode,
+        "caption_policy": eval_captions.DESCRIPTIONS[caption_mode],
+        **({"best_of_select_by": plan.select_by} if caption_mode == "best-of" else {}),
         "anchor": anchor,
         "bd_method": bd_method,
         "command": command,
@@ -863,20 +939,34 @@ def run_eval(
         "codecs": result.summary,
         "bd_rate": result.bd,
         "matched_bpp": matched_bpp(result.summary, anchor),
+        "realism": {
+            "computed": realism_points is not None,
+            "note": realism_note,
+            "samples": "whole images resized to 299 by torch-fidelity" if realism_patch <= 0
+                       else f"non-overlapping {realism_patch}x{realism_patch} crops",
+            "reference": "the original images of the run",
+        },
     }
     result.summary_path.write_text(json.dumps(_json_safe(payload), indent=2) + "\n", encoding="utf-8")
 
-    title = f"RD curves on {images.name} ({len(files)} images)"
+    title = f"RD curves on {images.name} ({len(files)} images, captions: {caption_mode})"
     report = [f"# Evaluation: {images.name} ({len(files)} images)", ""]
     if command:
         report += ["```", command, "```", ""]
-    report.append(markdown_tables(result.summary, result.bd, anchor, bd_method))
+    policy = f"{caption_mode}: {eval_captions.DESCRIPTIONS[caption_mode]}"
+    if caption_mode == "best-of":
+        policy += f" (selected by {plan.select_by})"
+    report += [f"Caption policy of every table below: **{policy}**; {len(rows)} rows.", ""]
+    report.append(markdown_tables(result.summary, result.bd, anchor, bd_method,
+                                  caption_mode=caption_mode))
+    report.append(realism_table(result.summary, caption_mode, realism_note, realism_points is not None,
+                                payload["realism"]["samples"]))
     result.report_path.write_text("\n".join(report), encoding="utf-8")
+    out_dir = result.out_dir
     result.plot_paths.append(write_plotly(result.summary, out_dir / "rd_plots.html", title, plotlyjs))
     png = write_png(result.summary, out_dir / "rd_plots.png", title)
     if png is not None:
         result.plot_paths.append(png)
-    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -893,6 +983,8 @@ default rates:
 
 --rates examples:  --rates 30,50,70   (all codecs)   --rates jpeg=10,50 --rates taco=0.0008,0.004
 outputs in --out:  results.csv, summary.json, report.md, rd_plots.html, rd_plots.png
+sharded:  torchrun --nproc_per_node N -m app eval ... (each rank measures every N-th row into
+          --out/shards/, rank 0 merges them; --out must be on a filesystem all ranks share)
 re-running with the same --out skips (image, codec, rate) rows already in results.csv,
 unless provenance.json shows they were made by other weights (then they are measured again).
 """.format(
@@ -910,7 +1002,7 @@ def setup_args(parser: argparse.ArgumentParser | None = None) -> argparse.Argume
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--images", type=Path, required=True, help="folder of images (sorted by name)")
     parser.add_argument("--captions", type=Path, default=None,
-                        help="JSON: file name -> caption or list of captions (the first is used)")
+                        help="JSON: file name -> caption or list of captions (--caption-mode says which are used)")
     parser.add_argument("--codecs", default="jpeg,webp,avif",
                         help="comma-separated: jpeg, webp, avif, taco, elic, ... (default: %(default)s)")
     parser.add_argument("--rates", action="append", default=None, metavar="[CODEC=]R1,R2,...",
@@ -922,30 +1014,69 @@ def setup_args(parser: argparse.ArgumentParser | None = None) -> argparse.Argume
                         help="BD-rate interpolation (default: %(default)s)")
     parser.add_argument("--plotlyjs", choices=["inline", "directory", "cdn"], default="inline",
                         help="how rd_plots.html gets plotly.js (inline: self-contained, ~4.8 MB)")
-    parser.add_argument("--caption-mode", choices=CAPTION_MODES, default="given",
-                        help="given: each image's caption; empty: none; other: the next image's "
-                             "caption (mismatched) — to measure the caption effect")
+    parser.add_argument(
+        "--caption-mode", choices=CAPTION_MODES, default="given",
+        help="caption policy: given = each image's first caption; each = every caption, one row "
+             "per caption; best-of = encode with every caption and keep the reconstruction with "
+             "the lowest LPIPS against the original (what the official COCO-30k script meant: "
+             "its released version starts the best LPIPS at 0.0, so it never selects and its "
+             "averages use the last caption); empty = no caption; other = the next image's "
+             "caption (mismatched). Use one --out per policy")
+    parser.add_argument("--best-of-by", choices=eval_captions.SELECT_COLUMNS, default="lpips",
+                        help="the LPIPS best-of minimises: lpips (standard, the headline) or "
+                             "lpips_paper ([0,1] inputs, the official scripts' convention)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cpu: gloo process group under torchrun; cuda: NCCL, each rank "
+                             "pinned to GPU LOCAL_RANK, where FID's Inception runs (the codecs "
+                             "run where app.codec runs them)")
+    parser.add_argument("--inception-weights", type=Path, default=None, metavar="PATH",
+                        help="torch-fidelity Inception weights for FID/KID (default: its file in "
+                             "the torch hub cache, if there; never downloaded)")
+    parser.add_argument("--no-fid", action="store_true", help="no FID/KID even if weights are found")
+    parser.add_argument("--fid-patch", type=int, default=0, metavar="P",
+                        help="FID/KID samples: 0 = whole images (resized to 299), P = "
+                             "non-overlapping PxP crops (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     return parser
 
 
 def run_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
-    """Run ``eval`` from parsed arguments; prints the outputs; returns the exit code."""
+    """Run ``eval`` from parsed arguments; prints the outputs; returns the exit code.
+
+    Under torchrun every rank runs this; rank 0 prints the report, the others one line each.
+    """
+    from app import realism
+
     codecs = [c.strip().lower() for c in args.codecs.split(",") if c.strip()]
     plotlyjs: bool | str = True if args.plotlyjs == "inline" else args.plotlyjs
     command = None
     if argv is not None:
         command = "python -m app eval " + " ".join(shlex.quote(a) for a in argv)
     try:
+        info = eval_dist.init(args.device)
+    except TacoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if command is not None and info.enabled:
+        command = command.replace("python -m app eval", f"torchrun ({info.world} ranks) -m app eval", 1)
+    try:
+        real = realism.resolve(args.inception_weights, not args.no_fid, args.device, args.fid_patch)
         result = run_eval(
             args.images, codecs, args.out, rates=parse_rates(args.rates, codecs),
             captions=args.captions, anchor=args.anchor, limit=args.limit,
-            bd_method=args.bd_method, plotlyjs=plotlyjs, progress=not args.no_progress,
-            command=command, caption_mode=args.caption_mode,
+            bd_method=args.bd_method, plotlyjs=plotlyjs,
+            progress=not args.no_progress and info.main,
+            command=command, caption_mode=args.caption_mode, select_by=args.best_of_by, dist=info,
+            realism=real,
         )
     except TacoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2  # the CLI's exit code for user errors
+    finally:
+        eval_dist.finish(info)
+    if not info.main:
+        print(f"rank {info.rank}: {result.computed} measured, {result.skipped} reused")
+        return 0
     for name, n in result.stale.items():
         print(f"{name}: weights or encoder changed since {result.csv_path} was written; "
               f"{n} old rows measured again")
