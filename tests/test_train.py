@@ -345,6 +345,66 @@ def test_sample_lmbda_log_uniform_and_rank_independent() -> None:
     assert isinstance(per, torch.Tensor) and per.shape == (8,)
 
 
+def test_sample_lmbda_power_favours_high_lmbda() -> None:
+    lo, hi = 0.0018, 0.0483
+    vals = [tloop.sample_lmbda(lo, hi, 7, s, sampling="power", power=2.0) for s in range(4000)]
+    assert all(lo <= v <= hi for v in vals)
+    assert vals == [tloop.sample_lmbda(lo, hi, 7, s, sampling="power", power=2.0) for s in range(4000)]
+    t = (np.log(vals) - math.log(lo)) / (math.log(hi) - math.log(lo))
+    assert abs(float(np.mean(t)) - 2 / 3) < 0.02  # density 2t on [0, 1]: mean 2/3
+    assert abs(float(np.mean(t > 5 / 6)) - (1 - (5 / 6) ** 2)) < 0.03  # top sixth: 31 %
+    # power 1 and the default are the log-uniform draws of earlier runs, value for value
+    assert [tloop.sample_lmbda(lo, hi, 7, s) for s in range(50)] == [
+        tloop.sample_lmbda(lo, hi, 7, s, sampling="loguniform", power=3.0) for s in range(50)]
+    per = tloop.sample_lmbda(lo, hi, 7, 3, n=8, sampling="power", power=2.0)
+    assert isinstance(per, torch.Tensor) and per.shape == (8,) and len(set(per.tolist())) == 8
+    with pytest.raises(ConfigError):
+        tloop.sample_lmbda(lo, hi, 7, 0, sampling="uniform")
+
+
+def test_lr_warmup_then_milestones() -> None:
+    p = torch.nn.Parameter(torch.zeros(1))
+    sch = tloop.MilestoneSchedule(torch.optim.Adam([p], lr=4e-4), [0.8], 0.1, max_steps=1000,
+                                  max_minutes=None, warmup_steps=3)
+    lrs = []
+    for step in (0, 1, 2, 3, 500, 799, 800):
+        sch.update(step, 0.0)
+        lrs.append(sch.lr)
+    assert lrs == pytest.approx([1e-4, 2e-4, 3e-4, 4e-4, 4e-4, 4e-4, 4e-5])
+
+
+def test_lpips_weight_scale_ramp_and_lmbda() -> None:
+    assert tloop.lpips_weight_scale(0.01, 5, 0, None) == 1.0
+    assert tloop.lpips_weight_scale(0.01, 0, 100, None) == 0.0
+    assert tloop.lpips_weight_scale(0.01, 25, 100, None) == pytest.approx(0.25)
+    assert tloop.lpips_weight_scale(0.01, 100, 100, None) == 1.0
+    assert tloop.lpips_weight_scale(0.01, 200, 100, 0.04) == pytest.approx(0.25)
+    lam = torch.tensor([0.01, 0.04])
+    sc = tloop.lpips_weight_scale(lam, 50, 100, 0.04)
+    assert torch.allclose(sc, torch.tensor([0.125, 0.5]))
+    with pytest.raises(ConfigError):
+        tloop.lpips_weight_scale(0.01, 0, 0, 0.0)
+
+
+def test_per_sample_lpips_weight_in_the_loss() -> None:
+    class FakeLpips(torch.nn.Module):
+        def forward(self, a, b, normalize=False):
+            return (a - b).abs().mean(dim=(1, 2, 3), keepdim=True)
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32)
+    x_hat = x * torch.tensor([0.9, 0.5]).view(2, 1, 1, 1)
+    lik = {"y": torch.full((2, 4, 4, 4), 0.5)}
+    crit = tlosses.RateDistortionLoss(k_p=2.0, lpips=FakeLpips())
+    out = crit({"x_hat": x_hat, "likelihoods": lik}, x, 0.01, None, k_p_scale=torch.tensor([1.0, 0.0]))
+    per = (x_hat - x).abs().mean(dim=(1, 2, 3))
+    base = out["bpp"] + 0.01 * 255**2 * out["mse"]
+    assert torch.allclose(out["loss"], base + 2.0 * per[0] / 2)
+    assert torch.allclose(out["lpips"], per.mean())  # the logged LPIPS stays unweighted
+    same = crit({"x_hat": x_hat, "likelihoods": lik}, x, 0.01)
+    assert torch.allclose(same["loss"], base + 2.0 * per.mean())
+
+
 def test_milestone_schedule_steps_fractions_and_time() -> None:
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.Adam([p], lr=1e-3)
