@@ -687,3 +687,46 @@ def test_time_budget_ends_cleanly_with_a_checkpoint(tmp_path: Path) -> None:
     state = tloop.load_state(out / "state.pt")
     assert state["step"] < 1000 and state["train_seconds"] > 0
     assert (out / "elic-test.safetensors").is_file()
+
+
+def test_ship_checkpoint_keeps_shipped_phases_and_drops_stale_kodak(tmp_path: Path) -> None:
+    import importlib.util
+
+    from app.models.factory import create_model
+
+    spec = importlib.util.spec_from_file_location(
+        "ship_checkpoint", Path(__file__).resolve().parents[1] / "scripts" / "ship_checkpoint.py")
+    ship = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(ship)
+
+    run = tmp_path / "runs" / "elic-next"
+    run.mkdir(parents=True)
+    torch.manual_seed(0)
+    model = create_model("elic-tiny")
+    torch.save({"step": 40, "train_seconds": 90.0, "model": model.state_dict()}, run / "state.pt")
+    (run / "train_config.json").write_text(json.dumps(
+        {"model": "elic-tiny", "init_from": "checkpoints/elic-tiny.safetensors", "lr": 3e-4,
+         "lr_milestones": [0.8], "k_P": 0.0}))
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir()
+    old_phases = [{"run": "a", "steps": 100, "minutes": 2.0}, {"run": "b", "steps": 50, "minutes": 1.0}]
+    (ckpt / "manifest.json").write_text(json.dumps(
+        {"elic-tiny": {"sha256": "old", "steps": 150, "phases": old_phases, "kodak": {"elic": []}}}))
+    assert ship.main([str(run), "--hardware", "test", "--prior-manifest", "elic-tiny",
+                      "--checkpoints", str(ckpt)]) == 0
+    entry = json.loads((ckpt / "manifest.json").read_text())["elic-tiny"]
+    assert [p["run"] for p in entry["phases"]] == ["a", "b", "elic-next"]
+    assert entry["steps"] == 190 and entry["train_minutes"] == pytest.approx(4.5)
+    assert entry["phases"][-1]["init_from"] == "checkpoints/elic-tiny.safetensors"
+    assert "kodak" not in entry  # measured with other weights
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"codecs": {"elic": [{"rate": "0.0018", "bpp": 0.2}]}}))
+    assert ship.main([str(run), "--hardware", "test", "--attach-kodak", "--kodak-json", str(summary),
+                      "--checkpoints", str(ckpt)]) == 0
+    entry2 = json.loads((ckpt / "manifest.json").read_text())["elic-tiny"]
+    assert entry2["kodak"] == {"elic": [{"rate": "0.0018", "bpp": 0.2}]}
+    assert entry2["phases"] == entry["phases"] and entry2["sha256"] == entry["sha256"]
+    # an entry without phases counts as one phase
+    assert ship.prior_manifest_phases({"m": {"steps": 7, "train_minutes": 1.5, "sha256": "ab"}},
+                                      "m")[0]["steps"] == 7
