@@ -386,6 +386,15 @@ def test_identity_taco_from_elic_matches_elic_exactly() -> None:
         assert torch.equal(taco.g_a(x, text, None), elic.g_a(x))
 
 
+def test_weights_of_one_injector_layout_refuse_the_other(tmp_path: Path) -> None:
+    path = tmp_path / "t.safetensors"
+    save_weights(create_model("taco-tiny"), path)
+    other = create_model({**load_config("taco-tiny"), "injector_residual": "identity"})
+    with pytest.raises(ConfigError, match="injector_residual"):
+        load_weights(other, path)
+    load_weights(create_model("taco-tiny"), path)
+
+
 def test_injector_residual_is_validated() -> None:
     with pytest.raises(ConfigError):
         validate_config({**load_config("taco-tiny"), "injector_residual": "raw"})
