@@ -730,3 +730,33 @@ def test_ship_checkpoint_keeps_shipped_phases_and_drops_stale_kodak(tmp_path: Pa
     # an entry without phases counts as one phase
     assert ship.prior_manifest_phases({"m": {"steps": 7, "train_minutes": 1.5, "sha256": "ab"}},
                                       "m")[0]["steps"] == 7
+
+
+def test_gain_tables_regridded_onto_an_extended_ladder() -> None:
+    from app.models.factory import create_model
+
+    base = {**TINY_ELIC, "variable_rate": True, "lmbda_ladder": [0.002, 0.01, 0.05],
+            "lmbda_range": [0.002, 0.05]}
+    longer = {**base, "lmbda_ladder": [0.002, 0.01, 0.05, 0.25], "lmbda_range": [0.002, 0.25]}
+    torch.manual_seed(0)
+    src = create_model(base)
+    with torch.no_grad():  # a "trained" table: not the initial sqrt(λ) rule
+        src.gain.mul_(torch.rand_like(src.gain) + 0.5)
+        src.inv_gain.mul_(torch.rand_like(src.inv_gain) + 0.5)
+    dst = create_model(longer)
+    rep = tloop.init_from_weights(dst, src.state_dict(), "none", src_ladder=base["lmbda_ladder"])
+    assert rep["gains_regridded"] == ["gain", "inv_gain"] and not rep["mismatched"]
+    assert dst.gain.shape == (4, src.gain.shape[1])
+    assert torch.allclose(dst.gain[:3], src.gain.abs(), rtol=1e-5)
+    # the new top row continues the log-linear trend of the two trained top rows
+    expect = src.gain[2].abs() * (src.gain[2].abs() / src.gain[1].abs())
+    assert torch.allclose(dst.gain[3], expect, rtol=1e-4)
+    # any λ of the old range gets exactly the old gain
+    for lam in (0.002, 0.004, 0.03, 0.05):
+        g_old, _ = src._gains(lam, 1)
+        g_new, _ = dst._gains(lam, 1)
+        assert torch.allclose(g_old, g_new, rtol=1e-5)
+    # same ladder: nothing regridded
+    rep2 = tloop.init_from_weights(create_model(base), src.state_dict(), "none",
+                                   src_ladder=base["lmbda_ladder"])
+    assert rep2["gains_regridded"] == []
