@@ -616,7 +616,8 @@ def test_ddp_two_ranks_gloo(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["elic-small", "taco-small", "tiny-smoke"])
+@pytest.mark.parametrize("name", ["elic-small", "taco-small", "tiny-smoke", "elic-small-continue",
+                                  "taco-small-identity"])
 def test_shipped_configs_are_valid(name: str) -> None:
     cfg = tloop.load_train_config(name)
     mcfg = tloop.build_model_config(cfg)
@@ -634,7 +635,8 @@ def test_shipped_configs_are_valid(name: str) -> None:
 
 @pytest.mark.shared
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is absent")
-@pytest.mark.parametrize("name", ["elic-small", "taco-small", "tiny-smoke"])
+@pytest.mark.parametrize("name", ["elic-small", "taco-small", "tiny-smoke", "elic-small-continue",
+                                  "taco-small-identity"])
 def test_shipped_configs_find_their_data(name: str) -> None:
     cfg = tloop.load_train_config(name)
     root = tloop.data_root_of(cfg)
