@@ -762,3 +762,37 @@ def test_gain_tables_regridded_onto_an_extended_ladder() -> None:
     rep2 = tloop.init_from_weights(create_model(base), src.state_dict(), "none",
                                    src_ladder=base["lmbda_ladder"])
     assert rep2["gains_regridded"] == []
+
+
+def test_resolve_auto_picks_the_fastest_measured_setting() -> None:
+    def fake(cfg, threads, steps, rounds, log):
+        table = {("fp32", 1): 0.9, ("bf16+channels_last", 1): 9.7, ("fp32", 2): 0.6,
+                 ("bf16+channels_last", 2): 5.3}
+        return [{"mode": m, "threads": t, "median_s": table[(m, t)]} for m in ("fp32", "bf16+channels_last")
+                for t in threads]
+
+    lines: list[str] = []
+    cfg = {"bf16": "auto", "threads": "auto", "channels_last": True}
+    best = tloop.resolve_auto(cfg, lines.append, profiler=fake)
+    cores = len(os.sched_getaffinity(0))
+    assert cfg["bf16"] is False and cfg["channels_last"] is False
+    assert cfg["threads"] == (2 if cores >= 2 else 1) and best is not None
+    assert any("auto: chose bf16=False" in line for line in lines)
+    assert cfg["_auto_profile"]["chosen"] == {"bf16": False, "threads": cfg["threads"]}
+    fixed = {"bf16": True, "threads": "auto", "channels_last": True}  # only threads measured
+    tloop.resolve_auto(fixed, lines.append, profiler=fake)
+    assert fixed["bf16"] is True and fixed["threads"] == (2 if cores >= 2 else 1)
+    assert tloop.resolve_auto({"bf16": True, "threads": 1}, lines.append, profiler=fake) is None
+
+
+def test_auto_precision_and_threads_in_a_run(tmp_path: Path) -> None:
+    cfg_path = _write_config(tmp_path, TINY_ELIC, k_P=0.0, max_steps=1, eval_images=[],
+                             bf16="auto", threads="auto", per_sample_lmbda=True,
+                             lmbda_sampling="power", lr_warmup_steps=5)
+    out = tmp_path / "auto"
+    assert tloop.main(["--config", str(cfg_path), "--out", str(out)]) == 0
+    text = (out / "train.log").read_text()
+    assert "auto profile: fp32" in text and "auto: chose bf16=" in text
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["bf16"] in (True, False) and isinstance(saved["threads"], int)
+    assert saved["_auto_profile"]["chosen"]["threads"] == saved["threads"]

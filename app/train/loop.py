@@ -117,10 +117,10 @@ DEFAULTS: dict[str, Any] = {
     "text_encoder": None,  # default: the model config's text_encoder (TACO only)
     "init_from": None,  # safetensors / state.pt to initialise from (matching keys)
     "init_map": "auto",  # "auto" | "elic->taco" | "none"
-    "bf16": True,  # bf16 autocast on the transforms
+    "bf16": True,  # bf16 autocast on the transforms; "auto": profile fp32 vs bf16 first (resolve_auto)
     "channels_last": True,
     "autocast_modules": ["g_a", "g_s", "h_a", "h_s"],
-    "threads": 2,  # torch.set_num_threads (per rank)
+    "threads": 2,  # torch.set_num_threads (per rank); "auto": profile 1 vs all cores first
     "device": "auto",  # "auto" | "cpu" | "cuda" | "cuda:N"
     "seed": 100,
     "max_steps": 10000,
@@ -906,12 +906,15 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False) -> dict[str, Any
     d = init_distributed(dev_kind)
     device = pick_device(str(cfg["device"]), d)
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(cfg["threads"])))
+    if d.enabled and "auto" in (cfg["bf16"], cfg["threads"]):
+        raise ConfigError("bf16/threads 'auto' profile one process; under torchrun set them explicitly")
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
     if d.enabled:
         torch.distributed.barrier()
     log = RunLog(out, d.main)
+    resolve_auto(cfg, log)
+    torch.set_num_threads(max(1, int(cfg["threads"])))
     stop = _StopFlag()
     stop.install()
     try:
@@ -1263,6 +1266,40 @@ def _train(cfg: dict[str, Any], out: Path, resume: bool, d: Dist, device: torch.
 # --------------------------------------------------------------------------------------------
 # Step-time profile
 # --------------------------------------------------------------------------------------------
+
+
+def resolve_auto(cfg: dict[str, Any], log: Callable[[str], None],
+                 profiler: Callable[..., list[dict[str, Any]]] | None = None) -> dict[str, Any] | None:
+    """Replace ``bf16: "auto"`` / ``threads: "auto"`` in ``cfg`` by the fastest measured setting.
+
+    Whether bf16 pays depends on the CPU (native bf16 units or not: 10x slower without them on an
+    AVX2-only machine, 1.7x faster with avx512_bf16) and the best thread count on what else runs,
+    so both are measured here, on this machine, with the run's own model, batch and crop (a few
+    steps each through :func:`profile_steps`). ``bf16`` decides ``channels_last`` too (they are
+    profiled together). The table and the choice go to the run log; returns the chosen row (None
+    when nothing was "auto").
+    """
+    auto_bf16, auto_threads = cfg["bf16"] == "auto", cfg["threads"] == "auto"
+    if not (auto_bf16 or auto_threads):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = sorted({1, cores}) if auto_threads else [max(1, int(cfg["threads"]))]
+    probe = {**cfg, "bf16": True, "threads": threads[0]}
+    rows = (profiler or profile_steps)(probe, threads, 2, 1, log)
+    if not auto_bf16:
+        want = "fp32" if not cfg["bf16"] else "bf16+channels_last"
+        rows = [r for r in rows if r["mode"] == want]
+    best = min(rows, key=lambda r: r["median_s"])
+    for r in rows:
+        log(f"auto profile: {r['mode']:<20} threads {r['threads']}: {r['median_s']:.3f} s/step")
+    if auto_bf16:
+        cfg["bf16"] = cfg["channels_last"] = best["mode"] != "fp32"
+    if auto_threads:
+        cfg["threads"] = int(best["threads"])
+    cfg["_auto_profile"] = {"rows": rows, "chosen": {"bf16": cfg["bf16"], "threads": cfg["threads"]}}
+    log(f"auto: chose bf16={cfg['bf16']} (channels_last={cfg['channels_last']}), "
+        f"threads={cfg['threads']} ({best['median_s']:.3f} s/step)")
+    return best
 
 
 def profile_steps(
