@@ -1,23 +1,31 @@
 """The `.taco` bitstream container.
 
-Layout (all integers big-endian)::
+Layout of version 2 (all integers big-endian)::
 
     offset  size  field
     0       4     magic  b"TACO"
-    4       1     version (= 1)
-    5       1     flags (bit 0: reserved, must be 0 for version 1)
+    4       1     version (= 2)
+    5       1     flags: bit 0 = portable coding (exact integer entropy model, decodes the same
+                  on every machine); 0 = the official float32 arithmetic. Other bits must be 0.
     6       1     n = length of the model id (1..MAX_MODEL_ID)
     7       n     model id, ASCII (e.g. "taco-small", "taco-official")
     7+n     8     checkpoint fingerprint (first 8 bytes of the weights' SHA-256)
     15+n    4     rate parameter λ as float32 (NaN for codecs without one)
     19+n    4     original height (1..MAX_SIDE)
     23+n    4     original width  (1..MAX_SIDE)
-    27+n    1     k = number of entropy-coded strings (1..MAX_STRINGS)
-    28+n    4·k   length of each string
+    27+n    4     tables check: CRC-32 of the encoder's entropy-coder tables
+    31+n    4     symbols check: CRC-32 of the quantised latents (y then z symbols, int32 LE)
+    35+n    1     k = number of entropy-coded strings (1..MAX_STRINGS)
+    36+n    4·k   length of each string
     ...           the strings, in order (y first, then z for TACO / ELIC)
     end-4   4     CRC-32 of every byte before it
 
-The caption is *not* in the file: TACO's decoder never sees text.
+Version 1 (still read) has no tables / symbols checks and no flags (always float arithmetic).
+
+The two checks make a file verify its own decoding: a decoder whose tables differ refuses before
+decoding, and one whose decoded symbols differ (arithmetic it does not reproduce, e.g. a
+float-path file on a CPU with other float kernels) refuses after, instead of returning a wrong
+image. The caption is *not* in the file: TACO's decoder never sees text.
 The header is checked completely (magic, version, bounds, lengths adding up to the file size,
 checksum) before anything is allocated or decoded, so a corrupted, truncated or foreign file
 raises :class:`BitstreamError` with a one-line message and never reaches the entropy decoder.
@@ -33,14 +41,20 @@ from dataclasses import dataclass
 from app.errors import BitstreamError
 
 MAGIC = b"TACO"
-VERSION = 1
+VERSION = 2
+#: Versions this build reads.
+VERSIONS = (1, 2)
+#: Flag bit 0: the portable (exact) coding path.
+FLAG_PORTABLE = 0x01
+PORTABLE, FLOAT = "portable", "float"
 MAX_MODEL_ID = 64
 MAX_SIDE = 16384
 MAX_STRINGS = 8
 MAX_FILE_BYTES = 256 * 1024 * 1024
 FINGERPRINT_BYTES = 8
 _FIXED = struct.Struct(">4sBBB")
-_MID = struct.Struct(">8sfIIB")
+_MID = struct.Struct(">8sfIIB")  # version 1
+_MID2 = struct.Struct(">8sfIIIIB")  # version 2: + tables check, symbols check
 _CRC = struct.Struct(">I")
 
 
@@ -53,15 +67,20 @@ class Header:
     lmbda: float | None
     height: int
     width: int
+    coding: str = PORTABLE  # "portable" | "float"
+    tables_crc: int | None = None  # None only in version-1 files
+    symbols_crc: int | None = None
+    version: int = VERSION
 
     @property
     def pixels(self) -> int:
         return self.height * self.width
 
 
-def header_size(model_id: str, n_strings: int) -> int:
+def header_size(model_id: str, n_strings: int, version: int = VERSION) -> int:
     """Bytes of container overhead (header + lengths + checksum) for a model id."""
-    return _FIXED.size + len(model_id.encode("ascii")) + _MID.size + 4 * n_strings + _CRC.size
+    mid = _MID2 if version == 2 else _MID
+    return _FIXED.size + len(model_id.encode("ascii")) + mid.size + 4 * n_strings + _CRC.size
 
 
 def pack(header: Header, strings: list[bytes]) -> bytes:
@@ -75,11 +94,27 @@ def pack(header: Header, strings: list[bytes]) -> bytes:
         raise ValueError(f"image sides must be 1..{MAX_SIDE}")
     if not 1 <= len(strings) <= MAX_STRINGS:
         raise ValueError(f"1..{MAX_STRINGS} strings expected")
+    if header.version not in VERSIONS:
+        raise ValueError(f"cannot write .taco version {header.version}")
+    if header.coding not in (PORTABLE, FLOAT):
+        raise ValueError(f"unknown coding {header.coding!r}")
     lmbda = math.nan if header.lmbda is None else float(header.lmbda)
+    if header.version == 1:
+        if header.coding != FLOAT:
+            raise ValueError("version-1 files hold float-path streams only")
+        fixed = _FIXED.pack(MAGIC, 1, 0, len(mid))
+        middle = _MID.pack(header.fingerprint, lmbda, header.height, header.width, len(strings))
+    else:
+        if header.tables_crc is None or header.symbols_crc is None:
+            raise ValueError("version-2 files need the tables and symbols checks")
+        flags = FLAG_PORTABLE if header.coding == PORTABLE else 0
+        fixed = _FIXED.pack(MAGIC, 2, flags, len(mid))
+        middle = _MID2.pack(header.fingerprint, lmbda, header.height, header.width,
+                            header.tables_crc, header.symbols_crc, len(strings))
     parts = [
-        _FIXED.pack(MAGIC, VERSION, 0, len(mid)),
+        fixed,
         mid,
-        _MID.pack(header.fingerprint, lmbda, header.height, header.width, len(strings)),
+        middle,
         b"".join(struct.pack(">I", len(s)) for s in strings),
         *strings,
     ]
@@ -100,14 +135,18 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     if n < _FIXED.size:
         raise BitstreamError("truncated .taco file (header incomplete)")
     _, version, flags, mid_len = _FIXED.unpack_from(data, 0)
-    if version != VERSION:
-        raise BitstreamError(f"unsupported .taco version {version} (this build reads {VERSION})")
-    if flags != 0:
-        raise BitstreamError(f"unsupported .taco flags 0x{flags:02x}")
+    if version not in VERSIONS:
+        raise BitstreamError(
+            f"unsupported .taco version {version} (this build reads versions "
+            f"{', '.join(map(str, VERSIONS))})"
+        )
+    if flags & ~(FLAG_PORTABLE if version == 2 else 0):
+        raise BitstreamError(f"unsupported .taco flags 0x{flags:02x} for version {version}")
+    mid_struct = _MID2 if version == 2 else _MID
     if not 1 <= mid_len <= MAX_MODEL_ID:
         raise BitstreamError("corrupted .taco header (model id length)")
     pos = _FIXED.size
-    if n < pos + mid_len + _MID.size + _CRC.size:
+    if n < pos + mid_len + mid_struct.size + _CRC.size:
         raise BitstreamError("truncated .taco file (header incomplete)")
     try:
         model_id = data[pos : pos + mid_len].decode("ascii")
@@ -116,8 +155,13 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     if not model_id.isprintable():
         raise BitstreamError("corrupted .taco header (model id)")
     pos += mid_len
-    fingerprint, lmbda, height, width, k = _MID.unpack_from(data, pos)
-    pos += _MID.size
+    tables_crc: int | None = None
+    symbols_crc: int | None = None
+    if version == 2:
+        fingerprint, lmbda, height, width, tables_crc, symbols_crc, k = _MID2.unpack_from(data, pos)
+    else:
+        fingerprint, lmbda, height, width, k = _MID.unpack_from(data, pos)
+    pos += mid_struct.size
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
         raise BitstreamError(f"corrupted .taco header (image size {height}x{width})")
     if not 1 <= k <= MAX_STRINGS:
@@ -144,7 +188,9 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     for length in lengths:
         strings.append(data[pos : pos + length])
         pos += length
-    header = Header(model_id, fingerprint, lmbda_v, int(height), int(width))
+    coding = PORTABLE if flags & FLAG_PORTABLE else FLOAT
+    header = Header(model_id, fingerprint, lmbda_v, int(height), int(width), coding,
+                    tables_crc, symbols_crc, int(version))
     return header, strings
 
 

@@ -42,6 +42,10 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--lmbda", type=float, help="rate parameter λ (bigger = more bits)")
     rate.add_argument("--target-bpp", type=float, help="search λ for this many bits per pixel")
+    p.add_argument("--coding", choices=("portable", "float"), default="portable",
+                   help="entropy-model arithmetic: portable (exact, decodes the same on every "
+                   "machine; default) or float (the official float32 path, byte-compatible with "
+                   "the official code on the CPU that encodes, not portable)")
     p.add_argument("--allow-random", action="store_true", help="random weights (development only)")
     p.set_defaults(func=_compress)
 
@@ -79,7 +83,9 @@ def _compress(args: argparse.Namespace) -> int:
     from app.images import prepare_image
 
     arr, notices = prepare_image(_read_bytes(args.input), max_side=None)
-    codec = load_codec(args.model, checkpoint=args.checkpoint, allow_random=args.allow_random)
+    coding = {"coding": args.coding} if args.coding != "portable" else {}
+    codec = load_codec(args.model, checkpoint=args.checkpoint, allow_random=args.allow_random,
+                       **coding)
     for n in notices:
         print(f"note: {one_line(n)}", file=sys.stderr)
     h, w = arr.shape[:2]
@@ -106,10 +112,12 @@ def _compress(args: argparse.Namespace) -> int:
 
 
 def _decompress(args: argparse.Namespace) -> int:
-    from app.codec import decoder_key, decompress, load_codec, read_header
+    from app.codec import decode_notes, decoder_key, decompress, load_codec, read_header
 
     data = _read_bytes(args.input)
     header = read_header(data)
+    for note in decode_notes(header):
+        print(f"note: {note}", file=sys.stderr)
     if args.allow_random:
         os.environ["TACO_ALLOW_RANDOM"] = "1"
     with contextlib.suppress(TacoError):  # load the weights outside the timing, as compress does;
@@ -139,7 +147,8 @@ def _info(args: argparse.Namespace) -> int:
     lam = "n/a" if h.lmbda is None else f"{h.lmbda:.6g}"
     print(
         f"model={h.model_id} weights={h.fingerprint.hex()} lambda={lam} "
-        f"size={h.width}x{h.height} bytes={len(data)} bpp={bpp(data, h.height, h.width):.4f}"
+        f"size={h.width}x{h.height} bytes={len(data)} bpp={bpp(data, h.height, h.width):.4f} "
+        f"version={h.version} coding={h.coding}"
     )
     return 0
 

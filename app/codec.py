@@ -41,6 +41,8 @@ CHECKPOINT_DIR = Path(os.environ.get("TACO_CHECKPOINT_DIR", ROOT / "checkpoints"
 OFFICIAL_DIR = Path(os.environ.get("TACO_OFFICIAL_DIR", CHECKPOINT_DIR / "official"))
 MANIFEST = CHECKPOINT_DIR / "manifest.json"
 PAD = 64
+#: Coding paths a learned codec can encode with (the file records which one it used).
+CODINGS = (bitstream.PORTABLE, bitstream.FLOAT)
 #: The six released TACO rate points (spec/taco.md §11).
 OFFICIAL_LAMBDAS = (0.0004, 0.0008, 0.0016, 0.004, 0.009, 0.015)
 _OFFICIAL_RE = re.compile(r"lambda_([0-9.eE+-]+)\.pth(?:\.tar)?$")
@@ -152,10 +154,16 @@ class LearnedCodec:
     one set of weights each.
     """
 
-    def __init__(self, name: str, variants: list[_Variant], description: str = ""):
+    def __init__(self, name: str, variants: list[_Variant], description: str = "",
+                 coding: str = bitstream.PORTABLE):
         if not variants:
             raise ConfigError(f"codec {name!r} has no weights")
+        if coding not in CODINGS:
+            raise ConfigError(f"coding must be one of {', '.join(CODINGS)}, got {coding!r}")
         self.name = name
+        #: How this codec *encodes*: "portable" (exact entropy model, decodes the same on every
+        #: machine) or "float" (the official float32 arithmetic). Decoding follows each file.
+        self.coding = coding
         self.description = description
         self._variants = variants
         self.cfg = variants[0].cfg
@@ -231,11 +239,13 @@ class LearnedCodec:
         model = self._model(variant)
         rate_arg = lmbda if self.rate_range is not None else None
         with torch.inference_mode():
-            out = model.compress(x_pad, text, lmbda=rate_arg) if self.arch == "taco" else (
-                model.compress(x_pad, lmbda=rate_arg)
-            )
+            if self.arch == "taco":
+                out = model.compress(x_pad, text, lmbda=rate_arg, coding=self.coding)
+            else:
+                out = model.compress(x_pad, lmbda=rate_arg, coding=self.coding)
         strings = [s[0] if isinstance(s, list | tuple) else s for s in out["strings"]]
-        header = bitstream.Header(self.name, variant.fingerprint, lmbda, h, w)
+        header = bitstream.Header(self.name, variant.fingerprint, lmbda, h, w, self.coding,
+                                  out["tables_crc"], out["symbols_crc"][0])
         return bitstream.pack(header, strings)
 
     def encode(
@@ -365,13 +375,30 @@ class LearnedCodec:
         n_y = int(self.cfg.get("M", 320)) * (ph // 16) * (pw // 16)
         n_z = int(self.cfg.get("N", 192)) * (ph // 64) * (pw // 64)
         y_string, z_string = _rans_guard(strings[0], n_y), _rans_guard(strings[1], n_z)
+        if header.tables_crc is not None:
+            tables_crc = model.coder(header.coding)[1].crc
+            if tables_crc != header.tables_crc:
+                raise BitstreamError(
+                    f"encoded with {header.coding} coding tables this machine does not reproduce "
+                    f"(tables check {header.tables_crc:08x}, here {tables_crc:08x}): "
+                    "it cannot be decoded exactly here"
+                )
         try:
             with torch.inference_mode():
-                out = model.decompress([[y_string], [z_string]], shape, lmbda=rate_arg)
+                out = model.decompress([[y_string], [z_string]], shape, lmbda=rate_arg,
+                                       coding=header.coding)
         except TacoError:
             raise
         except Exception as exc:  # the entropy decoder rejects some garbage itself
             raise BitstreamError(f"bitstream cannot be decoded: {exc}".splitlines()[0]) from None
+        if header.symbols_crc is not None and out["symbols_crc"][0] != header.symbols_crc:
+            raise BitstreamError(
+                "encoded with arithmetic this machine does not reproduce: the decoded latents "
+                f"differ from the encoder's (symbols check {header.symbols_crc:08x}, decoded "
+                f"{out['symbols_crc'][0]:08x}; a {header.coding}-path file"
+                + (", made for the CPU class that wrote it)" if header.coding == bitstream.FLOAT
+                   else ")")
+            )
         return out["x_hat"][0, :, : header.height, : header.width]
 
 
@@ -490,7 +517,8 @@ def _embedded_weights(config_name: str) -> tuple[Path, str | None]:
     return path, entry.get("sha256")
 
 
-def _make_learned(name: str, checkpoint: str | os.PathLike | None, allow_random: bool) -> LearnedCodec:
+def _make_learned(name: str, checkpoint: str | os.PathLike | None, allow_random: bool,
+                  coding: str = bitstream.PORTABLE) -> LearnedCodec:
     from app.models.factory import load_config
 
     spec = LEARNED[name]
@@ -505,7 +533,7 @@ def _make_learned(name: str, checkpoint: str | os.PathLike | None, allow_random:
             if not m:
                 raise ConfigError(f"cannot tell the rate of {path.name}: expected lambda_<λ>.pth.tar")
             fixed = as_float32(float(m.group(1)))
-        return LearnedCodec(name, [_Variant(cfg, path, fixed)], spec.description)
+        return LearnedCodec(name, [_Variant(cfg, path, fixed)], spec.description, coding)
     if spec.kind == "official":
         files = official_checkpoints(name)
         if not files:
@@ -515,7 +543,7 @@ def _make_learned(name: str, checkpoint: str | os.PathLike | None, allow_random:
                 "download lambda_*.pth.tar from the TACO authors and put them there"
             )
         variants = [_Variant(cfg, p, lam) for lam, p in sorted(files.items())]
-        return LearnedCodec(name, variants, spec.description)
+        return LearnedCodec(name, variants, spec.description, coding)
     if spec.kind == "embedded":
         path, sha = _embedded_weights(spec.config)
         if path.is_file():
@@ -525,7 +553,7 @@ def _make_learned(name: str, checkpoint: str | os.PathLike | None, allow_random:
                     f"{path.name} does not match checkpoints/manifest.json (sha256 {actual[:12]}…); "
                     "re-download or retrain it"
                 )
-            return LearnedCodec(name, [_Variant(cfg, path, None, actual)], spec.description)
+            return LearnedCodec(name, [_Variant(cfg, path, None, actual)], spec.description, coding)
         if not _allow_random(allow_random):
             raise MissingModelError(
                 f"weights for {name!r} ({path.name}) are not in checkpoints/: train them with "
@@ -534,7 +562,7 @@ def _make_learned(name: str, checkpoint: str | os.PathLike | None, allow_random:
     elif not _allow_random(allow_random):
         raise MissingModelError(f"{name!r} has random weights only: pass allow_random=True")
     variant = _Variant(cfg, None, None, random_fingerprint(spec.config))
-    return LearnedCodec(name, [variant], spec.description + " [RANDOM WEIGHTS]")
+    return LearnedCodec(name, [variant], spec.description + " [RANDOM WEIGHTS]", coding)
 
 
 _CACHE: dict[tuple, Codec] = {}
@@ -542,15 +570,22 @@ _CACHE_LOCK = threading.Lock()
 
 
 def load_codec(
-    name: str, checkpoint: str | os.PathLike | None = None, allow_random: bool = False
+    name: str,
+    checkpoint: str | os.PathLike | None = None,
+    allow_random: bool = False,
+    coding: str = bitstream.PORTABLE,
 ) -> Codec:
     """The codec called ``name`` (cached): "taco", "elic", "taco-official", "jpeg", ...
 
     Embedded models without their shipped weights raise :class:`MissingModelError` unless random
-    weights are asked for explicitly (``allow_random=True`` or ``TACO_ALLOW_RANDOM=1``).
+    weights are asked for explicitly (``allow_random=True`` or ``TACO_ALLOW_RANDOM=1``). Learned
+    codecs encode with the portable coding path unless ``coding="float"`` (the official float32
+    arithmetic, whose files decode only on CPUs with the encoder's float kernels).
     """
     name = name.strip().lower()
-    key = (name, str(checkpoint) if checkpoint else None, _allow_random(allow_random))
+    if coding not in CODINGS:
+        raise ConfigError(f"coding must be one of {', '.join(CODINGS)}, got {coding!r}")
+    key = (name, str(checkpoint) if checkpoint else None, _allow_random(allow_random), coding)
     with _CACHE_LOCK:
         if key in _CACHE:
             return _CACHE[key]
@@ -559,7 +594,7 @@ def load_codec(
 
         codec: Codec = get_classical_codec(name)
     elif name in LEARNED:
-        codec = _make_learned(name, checkpoint, allow_random)
+        codec = _make_learned(name, checkpoint, allow_random, coding)
     else:
         raise ConfigError(
             f"unknown codec {name!r}; choose from {', '.join([*LEARNED, *CLASSICAL])}"
@@ -578,6 +613,22 @@ def read_header(data: bytes) -> bitstream.Header:
     return bitstream.read_header(data)
 
 
+def decode_notes(header: bitstream.Header) -> list[str]:
+    """What a user should know about how a file decodes (empty for a portable version-2 file)."""
+    if header.version == 1:
+        return [
+            "version-1 file (made before portable coding): float entropy model and no symbols "
+            "check, so it decodes correctly only on a CPU with the encoder's float kernels, and "
+            "a wrong result cannot be detected"
+        ]
+    if header.coding == bitstream.FLOAT:
+        return [
+            "float-path file (official float32 arithmetic): it decodes only on CPUs whose float "
+            "kernels match the encoder's; the symbols check refuses it elsewhere"
+        ]
+    return []
+
+
 def decoder_key(header: bitstream.Header) -> tuple[str, str | None, bool]:
     """``load_codec`` arguments (name, checkpoint, allow_random) of the weights that made a file.
 
@@ -589,7 +640,7 @@ def decoder_key(header: bitstream.Header) -> tuple[str, str | None, bool]:
         raise BitstreamError(f"bitstream names an unknown model {header.model_id!r}")
     with _CACHE_LOCK:
         items = list(_CACHE.items())
-    for (name, checkpoint, allow_random), codec in items:
+    for (name, checkpoint, allow_random, _coding), codec in items:
         if not isinstance(codec, LearnedCodec) or codec.name != header.model_id:
             continue
         try:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import os
 import resource
@@ -208,7 +209,7 @@ def forged_table(sides: list[int]) -> str:
         real = c.compress(np.zeros((64, 64, 3), np.uint8))
         h, strings = bitstream.unpack(real)
         for side in sides:
-            data = bitstream.pack(bitstream.Header(h.model_id, h.fingerprint, h.lmbda, side, side), strings)
+            data = bitstream.pack(dataclasses.replace(h, height=side, width=side), strings)
 
             def fn(data: bytes = data) -> str:
                 try:

@@ -12,7 +12,7 @@ from app import bitstream
 from app.bitstream import Header, pack, unpack
 from app.errors import BitstreamError
 
-HDR = Header("taco", bytes(range(8)), 0.0125, 512, 768)
+HDR = Header("taco", bytes(range(8)), 0.0125, 512, 768, "portable", 0x1234ABCD, 0xDEADBEEF)
 
 
 def _blob() -> bytes:
@@ -33,7 +33,7 @@ def test_overhead_is_declared():
 
 
 def test_no_rate_parameter_round_trips_as_none():
-    h, _ = unpack(pack(Header("jpegish", b"\0" * 8, None, 1, 1), [b""]))
+    h, _ = unpack(pack(Header("jpegish", b"\0" * 8, None, 1, 1, "portable", 0, 0), [b""]))
     assert h.lmbda is None
 
 
@@ -47,7 +47,7 @@ def test_no_rate_parameter_round_trips_as_none():
         (lambda d: d[:-1], "truncated or extended"),
         (lambda d: d + b"\0", "truncated or extended"),
         (lambda d: d[:4] + b"\x07" + d[5:], "version"),
-        (lambda d: d[:5] + b"\x01" + d[6:], "flags"),
+        (lambda d: d[:5] + b"\x02" + d[6:], "flags"),
         (lambda d: d[:6] + b"\x00" + d[7:], "model id length"),
         (lambda d: d[:30] + bytes([d[30] ^ 0xFF]) + d[31:], "checksum"),
     ],

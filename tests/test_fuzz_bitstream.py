@@ -14,6 +14,7 @@ after mutating*: that is what makes the payload reach the header checks and the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import resource
@@ -76,6 +77,9 @@ headers = st.builds(
     lmbda=lambdas,
     height=st.integers(1, MAX_SIDE),
     width=st.integers(1, MAX_SIDE),
+    coding=st.sampled_from(["portable", "float"]),
+    tables_crc=st.integers(0, 2**32 - 1),
+    symbols_crc=st.integers(0, 2**32 - 1),
 )
 string_lists = st.lists(st.binary(max_size=64), min_size=1, max_size=MAX_STRINGS)
 
@@ -417,7 +421,7 @@ def test_forged_giant_size_is_refused_before_decoding(real: RealFiles, side: int
     header, strings = unpack(real.files["taco-tiny"])
     if side * side <= codec.MAX_CODEC_PIXELS:
         pytest.skip(f"TACO_MAX_PIXELS={codec.MAX_CODEC_PIXELS} allows {side}x{side}")
-    forged = pack(Header(header.model_id, header.fingerprint, header.lmbda, side, side), strings)
+    forged = pack(dataclasses.replace(header, height=side, width=side), strings)
     before = _rss()
     with pytest.raises(BitstreamError, match="MP"):
         codec.decompress(forged)

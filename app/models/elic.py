@@ -13,19 +13,23 @@ no such keys.
 
 Coding (batch of any size, one y stream and one z stream per image): per slice 0..K-1, the anchor
 half then the non-anchor half, each squeezed to (C, H, W/2) and flattened in C order, all into one
-rANS stream (CompressAI's ``BufferedRansEncoder`` / ``RansDecoder``); z goes through
-``EntropyBottleneck.compress``. No per-symbol Python loops.
+rANS stream (CompressAI's ``BufferedRansEncoder`` / ``RansDecoder``); z is coded per channel as
+``EntropyBottleneck.compress`` does. No per-symbol Python loops. Two coding paths share that
+layout and differ only in the arithmetic of the entropy parameters: ``"portable"`` (default; exact,
+:mod:`app.models.exact`, identical on every machine) and ``"float"`` (the official float32
+arithmetic, which reproduces the official bitstreams on the CPU class that made them).
 """
 
 from __future__ import annotations
 
 import threading
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
-from compressai.ans import BufferedRansEncoder, RansDecoder
+from compressai.ans import BufferedRansEncoder, RansDecoder, RansEncoder
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.layers import AttentionBlock
 from compressai.models import CompressionModel
@@ -34,6 +38,7 @@ from torch import Tensor, nn
 from app.errors import BitstreamError, ConfigError
 from app.models.adapter import Extractor, Injector
 from app.models.config import validate_config
+from app.models.exact import ExactEntropyModel
 from app.models.gain import initial_gains, interpolate_gain
 from app.models.layers import (
     ANCHOR,
@@ -47,13 +52,30 @@ from app.models.layers import (
     squeeze_half,
     unsqueeze_half,
 )
+from app.models.tables import CodingTables, float_tables, portable_tables
 
-__all__ = ["CODING_THREADS", "ELIC", "AnalysisTransform", "SynthesisTransform", "coding_threads"]
+__all__ = [
+    "CODINGS",
+    "CODING_THREADS",
+    "ELIC",
+    "FLOAT",
+    "PORTABLE",
+    "AnalysisTransform",
+    "SynthesisTransform",
+    "coding_threads",
+    "symbols_crc",
+]
 
-#: Intra-op threads used for every computation the decoder must reproduce bit for bit (h_s, the
-#: context models and the parameter aggregation). oneDNN's conv results depend on the thread count
-#: (measured: 1 and 16 threads differ by ULPs from 2..8, enough to flip a scale index), so encoder
-#: and decoder pin the same count whatever the caller's setting. 2 reproduces the official fixture.
+#: Coding paths: exact integer entropy model (default) / official float32 arithmetic.
+PORTABLE = "portable"
+FLOAT = "float"
+CODINGS = (PORTABLE, FLOAT)
+
+#: Intra-op threads of the *float* coding path for every computation the decoder must reproduce
+#: (h_s, the context models and the parameter aggregation). oneDNN's conv results depend on the
+#: thread count (measured: 1 and 16 threads differ by ULPs from 2..8, enough to flip a scale
+#: index), so that path pins one count; it still differs between instruction sets, which is why
+#: the portable path exists. 2 reproduces the official fixture on its recording CPU.
 CODING_THREADS = 2
 _THREAD_LOCK = threading.RLock()
 
@@ -354,8 +376,9 @@ class ELIC(CompressionModel):
         # g_a (TACO's Injector) may hand over a channels-last y, and a different memory format
         # can change conv results by an ULP, which must never differ between encoder and decoder.
         z_hat = (_ste_round(z - medians) + medians).contiguous()
-        # In eval mode the entropy path runs under the coding threads, so that eval forward and
-        # decompress give bit-identical reconstructions; training keeps the caller's threads.
+        # In eval mode the entropy path runs under the coding threads, so that eval forward and a
+        # float-path decompress give bit-identical reconstructions (the portable path differs from
+        # it in the last bits of the means); training keeps the caller's threads.
         pinned = coding_threads() if not self.training else nullcontext()
         with pinned:
             with self._transform_autocast(x):
@@ -388,42 +411,75 @@ class ELIC(CompressionModel):
         }
 
     # ------------------------------------------------------------------ real coding
-    def _cdf_tables(self) -> tuple[list[list[int]], list[int], list[int]]:
-        gc = self.gaussian_conditional
-        if gc.quantized_cdf.numel() == 0 or self.entropy_bottleneck.quantized_cdf.numel() == 0:
-            raise RuntimeError(
-                "entropy coder tables are empty: call model.update(force=True) first"
-            )
-        return (
-            gc.quantized_cdf.tolist(),
-            gc.cdf_length.reshape(-1).int().tolist(),
-            gc.offset.reshape(-1).int().tolist(),
-        )
+    def update(self, scale_table: Tensor | None = None, force: bool = False,
+               update_quantiles: bool = False) -> bool:
+        """CompressAI's table update; also drops the cached portable coder (weights may differ)."""
+        self._coders: dict[str, tuple[Any, CodingTables]] = {}
+        return super().update(scale_table=scale_table, force=force,
+                              update_quantiles=update_quantiles)
 
-    def _build_indexes(self, scales: Tensor) -> Tensor:
+    def coder(self, coding: str = PORTABLE) -> tuple[Any, CodingTables]:
+        """``(entropy parameter model, tables)`` of a coding path, built once per ``update()``.
+
+        ``"portable"``: :class:`~app.models.exact.ExactEntropyModel` and float64-derived tables —
+        the same numbers on every machine. ``"float"``: the float32 modules and CompressAI's
+        tables, as the official code computes them (reproduces its bitstreams on the CPU class
+        they were made on; elsewhere a stream may not decode, which the file's checks detect).
+        """
+        if coding not in CODINGS:
+            raise ValueError(f"coding must be one of {CODINGS}, got {coding!r}")
+        cache: dict[str, tuple[Any, CodingTables]] = self.__dict__.setdefault("_coders", {})
+        device = next(self.parameters()).device
+        if coding in cache and getattr(cache[coding][0], "device", device) != device:
+            del cache[coding]  # the model moved since the coder was built
+        if coding not in cache:
+            gc, eb = self.gaussian_conditional, self.entropy_bottleneck
+            if gc.quantized_cdf.numel() == 0 or eb.quantized_cdf.numel() == 0:
+                raise RuntimeError(
+                    "entropy coder tables are empty: call model.update(force=True) first"
+                )
+            if coding == PORTABLE:
+                cache[coding] = (ExactEntropyModel(self), portable_tables(gc, eb))
+            else:
+                cache[coding] = (_FloatEntropyModel(self), float_tables(gc, eb))
+        return cache[coding]
+
+    def _cdf_tables(self) -> tuple[list[list[int]], list[int], list[int]]:
+        tables = self.coder(FLOAT)[1]
+        return tables.y_cdf, tables.y_lengths, tables.y_offsets
+
+    @staticmethod
+    def _build_indexes(scales: Tensor, tables: CodingTables) -> Tensor:
         """Same result as ``GaussianConditional.build_indexes`` (count of table entries below the
         bounded scale, capped at L-1), in one ``bucketize`` instead of a pass per table entry."""
-        gc = self.gaussian_conditional
-        table = gc.scale_table[:-1].contiguous()
-        return torch.bucketize(gc.lower_bound_scale(scales).contiguous(), table).to(torch.int32)
+        bounded = torch.clamp_min(scales, tables.scale_bound).contiguous()
+        table = tables.scale_table[:-1].to(scales.device, scales.dtype).contiguous()
+        return torch.bucketize(bounded, table).to(torch.int32)
 
-    def _coding_path(self, z_hat: Tensor, code_half: Any) -> Tensor:
-        """h_s and the slice loop shared by compress and decompress, under pinned threads.
+    def _coding_path(self, z_hat: Tensor, code_half: Any, coding: str) -> Tensor:
+        """h_s and the slice loop shared by compress and decompress.
 
         ``code_half(i, scales, means, parity)`` codes (or decodes) one checkerboard half of slice
-        ``i`` and returns its ŷ with zeros at the other half. Returns ŷ (B, M, H, W).
+        ``i`` and returns its ŷ with zeros at the other half. Returns ŷ (B, M, H, W). The float
+        path pins the coding threads (its results depend on them); the portable one needs not.
         """
-        with coding_threads():
-            hyper = self.h_s(z_hat)
+        params, _ = self.coder(coding)
+        with params.context():
+            hyper = params.hyper(z_hat)
             y_hat_slices: list[Tensor] = []
             for i in range(len(self.slices)):
-                ctx = self._channel_ctx(i, y_hat_slices)
-                scales_a, means_a = self._anchor_params(i, ctx, hyper)
+                ctx = params.channel_ctx(i, y_hat_slices)
+                scales_a, means_a = params.anchor(i, ctx, hyper)
                 anchor_hat = code_half(i, scales_a, means_a, ANCHOR)
-                local = self.local_context[i](anchor_hat)
-                scales_n, means_n = self._nonanchor_params(i, local, ctx, hyper)
+                local = params.local(i, anchor_hat)
+                scales_n, means_n = params.nonanchor(i, local, ctx, hyper)
                 y_hat_slices.append(anchor_hat + code_half(i, scales_n, means_n, NONANCHOR))
         return torch.cat(y_hat_slices, dim=1)
+
+    @staticmethod
+    def _z_indexes(shape: Sequence[int]) -> list[int]:
+        c, h, w = (int(v) for v in shape)
+        return torch.arange(c, dtype=torch.int32).repeat_interleave(h * w).tolist()
 
     @torch.no_grad()
     def compress(
@@ -432,21 +488,32 @@ class ELIC(CompressionModel):
         text: Tensor | None = None,
         lmbda: float | Tensor | None = None,
         text_mask: Tensor | None = None,
+        coding: str = PORTABLE,
     ) -> dict[str, Any]:
         """Encode ``x`` (B, 3, H, W) into ``{"strings": [[y_bytes…], [z_bytes…]], "shape": (zh, zw)}``.
 
         Per slice, the anchor half then the non-anchor half, squeezed to (C, H, W/2) and flattened
-        in C order, all into one rANS stream per image; z through ``EntropyBottleneck.compress``.
+        in C order, all into one rANS stream per image; z as CompressAI's ``EntropyBottleneck``
+        codes it. Also returns ``"symbols_crc"`` (per image, CRC-32 of the y then z symbols as
+        little-endian int32 in coding order) and ``"tables_crc"`` (:attr:`CodingTables.crc`), which
+        a decoder compares with its own to detect arithmetic it does not reproduce.
         """
-        cdf, cdf_lengths, offsets = self._cdf_tables()
+        _, tables = self.coder(coding)
         y, _ = self._encode_latent(x, text, lmbda, text_mask)
         z = self.h_a(y)
-        z_strings = self.entropy_bottleneck.compress(z)
-        medians = self._z_medians()
-        # == EntropyBottleneck.decompress(z_strings), same values and (contiguous) layout
-        z_hat = (torch.round(z - medians) + medians).contiguous()
-
+        medians = tables.z_medians.to(z.device).view(1, -1, 1, 1)
+        z_sym = torch.round(z - medians)
+        z_hat = (z_sym + medians).contiguous()
         batch = y.shape[0]
+        z_indexes = self._z_indexes(z.shape[1:])
+        z_symbols = [z_sym[b].reshape(-1).to(torch.int32) for b in range(batch)]
+        z_strings = []
+        for b in range(batch):
+            encoder = RansEncoder()
+            z_strings.append(encoder.encode_with_indexes(
+                z_symbols[b].tolist(), z_indexes, tables.z_cdf, tables.z_lengths, tables.z_offsets
+            ))
+
         y_slices = y.split(self.slices, dim=1)
         symbols: list[list[Tensor]] = [[] for _ in range(batch)]
         indexes: list[list[Tensor]] = [[] for _ in range(batch)]
@@ -454,26 +521,31 @@ class ELIC(CompressionModel):
         def code_half(i: int, scales: Tensor, means: Tensor, parity: int) -> Tensor:
             means_sq = squeeze_half(means, parity)
             q = torch.round(squeeze_half(y_slices[i], parity) - means_sq)
-            idx = self._build_indexes(squeeze_half(scales, parity))
+            idx = self._build_indexes(squeeze_half(scales, parity), tables)
             for b in range(batch):
                 symbols[b].append(q[b].reshape(-1).to(torch.int32))
                 indexes[b].append(idx[b].reshape(-1))
             return unsqueeze_half(q + means_sq, parity)
 
-        self._coding_path(z_hat, code_half)
+        self._coding_path(z_hat, code_half, coding)
 
         y_strings: list[bytes] = []
+        crcs: list[int] = []
         for b in range(batch):
+            y_sym = torch.cat(symbols[b])
             encoder = BufferedRansEncoder()
             encoder.encode_with_indexes(
-                torch.cat(symbols[b]).tolist(),
-                torch.cat(indexes[b]).tolist(),
-                cdf,
-                cdf_lengths,
-                offsets,
+                y_sym.tolist(), torch.cat(indexes[b]).tolist(),
+                tables.y_cdf, tables.y_lengths, tables.y_offsets,
             )
             y_strings.append(encoder.flush())
-        return {"strings": [y_strings, z_strings], "shape": (int(z.shape[-2]), int(z.shape[-1]))}
+            crcs.append(symbols_crc(y_sym, z_symbols[b]))
+        return {
+            "strings": [y_strings, z_strings],
+            "shape": (int(z.shape[-2]), int(z.shape[-1])),
+            "symbols_crc": crcs,
+            "tables_crc": tables.crc,
+        }
 
     @torch.no_grad()
     def decompress(
@@ -481,11 +553,14 @@ class ELIC(CompressionModel):
         strings: Sequence[Sequence[bytes]],
         shape: Sequence[int],
         lmbda: float | Tensor | None = None,
-    ) -> dict[str, Tensor]:
+        coding: str = PORTABLE,
+    ) -> dict[str, Any]:
         """Decode ``strings`` / ``shape`` from :meth:`compress` into ``{"x_hat"}`` (no text needed).
 
         ``lmbda`` must be the λ used at encoding time for variable-rate models (it only sets the
-        inverse gain; the entropy decoding itself does not depend on it).
+        inverse gain; the entropy decoding itself does not depend on it), ``coding`` the path it
+        was encoded with. Also returns ``"symbols_crc"`` of the decoded symbols (see
+        :meth:`compress`): a value different from the encoder's means the decoder lost sync.
         """
         if len(strings) != 2 or len(strings[0]) != len(strings[1]):
             raise ValueError("expected strings = [[y_bytes…], [z_bytes…]] of equal lengths")
@@ -494,9 +569,20 @@ class ELIC(CompressionModel):
             # is corrupt, and its decoder would read past the end of the buffer.
             if len(stream) < 8 or len(stream) % 4:
                 raise BitstreamError(f"corrupt entropy-coded stream ({len(stream)} bytes)")
-        cdf, cdf_lengths, offsets = self._cdf_tables()
+        params, tables = self.coder(coding)
+        device = next(self.parameters()).device
         zh, zw = (int(s) for s in shape)
-        z_hat = self.entropy_bottleneck.decompress(list(strings[1]), (zh, zw)).contiguous()
+        z_indexes = self._z_indexes((self.N, zh, zw))
+        medians = tables.z_medians.to(device).view(1, -1, 1, 1)
+        z_symbols = []
+        for z_string in strings[1]:
+            decoder = RansDecoder()
+            values = decoder.decode_with_indexes(
+                bytes(z_string), z_indexes, tables.z_cdf, tables.z_lengths, tables.z_offsets
+            )
+            z_symbols.append(torch.tensor(values, dtype=torch.int32))
+        z_hat = torch.stack(z_symbols).reshape(-1, self.N, zh, zw).to(device).float() + medians
+        z_hat = z_hat.contiguous()
         gains = self._gains(lmbda, z_hat.shape[0])
 
         decoders: list[RansDecoder] = []
@@ -504,19 +590,58 @@ class ELIC(CompressionModel):
             decoder = RansDecoder()
             decoder.set_stream(bytes(y_string))
             decoders.append(decoder)
+        y_symbols: list[list[Tensor]] = [[] for _ in decoders]
 
         def decode_half(i: int, scales: Tensor, means: Tensor, parity: int) -> Tensor:
             means_sq = squeeze_half(means, parity)
-            idx = self._build_indexes(squeeze_half(scales, parity))
-            values = [
-                torch.tensor(
-                    decoder.decode_stream(idx[b].reshape(-1).tolist(), cdf, cdf_lengths, offsets),
-                    dtype=means_sq.dtype,
+            idx = self._build_indexes(squeeze_half(scales, parity), tables)
+            values = []
+            for b, decoder in enumerate(decoders):
+                sym = torch.tensor(
+                    decoder.decode_stream(idx[b].reshape(-1).tolist(), tables.y_cdf,
+                                          tables.y_lengths, tables.y_offsets),
+                    dtype=torch.int32,
                 )
-                for b, decoder in enumerate(decoders)
-            ]
+                y_symbols[b].append(sym)
+                values.append(sym.to(means_sq.dtype))
             q = torch.stack(values).reshape(means_sq.shape).to(means_sq.device)
             return unsqueeze_half(q + means_sq, parity)
 
-        y_hat = self._coding_path(z_hat, decode_half)
-        return {"x_hat": self._synthesis(y_hat, gains)}
+        try:
+            y_hat = self._coding_path(z_hat, decode_half, coding)
+        except FloatingPointError as exc:
+            raise BitstreamError(f"bitstream cannot be decoded: {exc}") from None
+        crcs = [symbols_crc(torch.cat(ys), zs) for ys, zs in zip(y_symbols, z_symbols, strict=True)]
+        return {"x_hat": self._synthesis(y_hat, gains), "symbols_crc": crcs}
+
+
+class _FloatEntropyModel:
+    """The float32 entropy-parameter path (the official arithmetic), under the coding threads."""
+
+    def __init__(self, model: ELIC) -> None:
+        self.model = model
+
+    def context(self) -> Any:
+        return coding_threads()
+
+    def hyper(self, z_hat: Tensor) -> Tensor:
+        return self.model.h_s(z_hat)
+
+    def channel_ctx(self, index: int, decoded: list[Tensor]) -> Tensor | None:
+        return self.model._channel_ctx(index, decoded)
+
+    def anchor(self, index: int, ctx: Tensor | None, hyper: Tensor) -> tuple[Tensor, Tensor]:
+        return self.model._anchor_params(index, ctx, hyper)
+
+    def local(self, index: int, anchor_hat: Tensor) -> Tensor:
+        return self.model.local_context[index](anchor_hat)
+
+    def nonanchor(self, index: int, local: Tensor, ctx: Tensor | None, hyper: Tensor
+                  ) -> tuple[Tensor, Tensor]:
+        return self.model._nonanchor_params(index, local, ctx, hyper)
+
+
+def symbols_crc(y_symbols: Tensor, z_symbols: Tensor) -> int:
+    """CRC-32 of one image's quantised latents: y then z symbols, little-endian int32."""
+    crc = zlib.crc32(y_symbols.to(torch.int32).cpu().numpy().astype("<i4").tobytes())
+    return zlib.crc32(z_symbols.to(torch.int32).cpu().numpy().astype("<i4").tobytes(), crc)

@@ -1444,10 +1444,23 @@ def decode_bitstream(file: Any, backend: Backend | None = None) -> tuple[np.ndar
             f"| λ | {lam_text} |",
             f"| Size | {w} × {h} px |",
             f"| File size | {len(data):,} bytes = {8 * len(data) / (h * w):.4f} bpp |",
+            f"| Coding | {_coding_text(header)} |",
             f"| Decode time | {ms:.0f} ms |",
         ]
     )
     return arr, info
+
+
+def _coding_text(header: Any) -> str:
+    """How the file was coded, and what that means for decoding elsewhere."""
+    version = getattr(header, "version", 1)
+    if version == 1:
+        return ("version 1, float entropy model, no symbols check (decodes correctly only on a "
+                "CPU with the encoder's float kernels)")
+    if getattr(header, "coding", "portable") == "float":
+        return ("version 2, float (official arithmetic): checked — decodes exactly or is refused "
+                "where the float kernels differ")
+    return "version 2, portable (exact integer entropy model): decodes the same on every machine"
 
 
 # =============================================================================================

@@ -1,0 +1,184 @@
+"""Portable coding: exact arithmetic for every number the entropy decoder must reproduce.
+
+The rANS decoder finds each symbol only if it is given exactly the scale index and mean the encoder
+used. In ELIC those come from h_s, the channel and checkerboard context models and the parameter
+aggregation — float32 convolutions whose last bits depend on the instruction set (AVX-512, AVX2,
+SSE4.1, ARM), the BLAS / oneDNN kernel, the thread count and the device. One ULP in a mean or a
+scale index desynchronises the decoder and the rest of the image turns to garbage. This module
+runs those networks so that the result is the same on every IEEE-754 machine (post-training
+integerisation in the spirit of He et al. 2022, arXiv 2202.07513; no retraining, no calibration
+data):
+
+* **Weights** of every conv / transposed conv are quantised once, when the coder is built, per
+  output channel to signed 16-bit integers: ``step_c = max|w_c| / 32767``, ``w_int = round(w /
+  step_c)``. Only a max, a division and a rounding of the stored float32 weights are involved, all
+  exact or correctly rounded IEEE operations, so every machine derives the same integers.
+* **Activations** entering each conv are quantised per image to signed 24-bit integers with a
+  power-of-two step taken from their exact maximum: ``e = frexp(max|a|).exponent``, ``a_int =
+  round(a · 2^(23 − e))``. The step adapts to any range (official or embedded weights, any λ).
+* **Convolutions** run in float64 on these integer-valued tensors. Every product is below
+  2^15 · 2^23 and the weights' L1 norm is checked when the coder is built so that every partial sum
+  stays below 2^53: float64 represents all of them exactly, so the result does not depend on the
+  summation order, blocking, SIMD width, thread count, BLAS or device (cuDNN is bypassed).
+* **Rescaling** ``acc · step_c · 2^(e−23) + bias_c``, ReLU, concatenation and the final rounding to
+  float32 are single IEEE operations in a fixed order, each correctly rounded: identical everywhere.
+
+What stays float: the analysis transforms g_a and h_a (encoder only — their result travels as
+symbols, so two machines may write different files for one image, each of which decodes the same
+everywhere) and the synthesis transform g_s (a last-bit difference moves a pixel by at most one
+8-bit level after rounding; it never desynchronises anything). The rate–distortion cost of the
+integerisation is measured in docs/RESULTS.md (24-bit activations, 16-bit weights).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from app.errors import ConfigError
+
+__all__ = ["ACT_SHIFT", "WEIGHT_MAX", "ExactConv", "ExactEntropyModel", "pow2", "quantise"]
+
+#: Largest weight magnitude: signed 16-bit.
+WEIGHT_MAX = 2**15 - 1
+#: Activations are scaled so that ``|a_int| <= 2^ACT_SHIFT`` (signed 24-bit).
+ACT_SHIFT = 23
+#: float64 represents every integer below this exactly.
+EXACT_LIMIT = 2**53
+
+
+def pow2(k: Tensor) -> Tensor:
+    """Exactly ``2.0 ** k`` in float64 for integer ``k`` in [-1022, 1023], built from the bits.
+
+    (``torch.pow`` / ``ldexp`` go through ``exp2``-style kernels that need not be exact.)
+    """
+    return ((k.to(torch.int64) + 1023) << 52).view(torch.float64)
+
+
+def quantise(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-sample 24-bit quantisation of ``x`` (B, ...) float64: ``(a_int, e)``, ``x ≈ a_int·2^(e−23)``.
+
+    ``e`` (B,) is the binary exponent of the sample's largest magnitude (0 for an all-zero sample),
+    so ``|a_int| <= 2^23``. Raises ``FloatingPointError`` on non-finite input.
+    """
+    peak = x.abs().flatten(1).amax(1)
+    if not bool(torch.isfinite(peak).all()):
+        raise FloatingPointError("non-finite value in the entropy model")
+    _, e = torch.frexp(peak)
+    e = e.to(torch.int64)
+    scale = pow2(ACT_SHIFT - e).view(-1, *([1] * (x.dim() - 1)))
+    return torch.round(x * scale), e
+
+
+class ExactConv:
+    """A ``Conv2d`` or ``ConvTranspose2d`` evaluated exactly (see the module docstring)."""
+
+    def __init__(self, layer: nn.Conv2d | nn.ConvTranspose2d, device: torch.device) -> None:
+        self.transposed = isinstance(layer, nn.ConvTranspose2d)
+        if layer.groups != 1 or tuple(layer.dilation) != (1, 1):
+            raise ConfigError("exact coding supports plain convolutions only")
+        w = layer.weight.detach().to("cpu", torch.float64)
+        out_dim = 1 if self.transposed else 0
+        reduce = tuple(d for d in range(4) if d != out_dim)
+        peak = w.abs().amax(dim=reduce, keepdim=True)
+        step = torch.where(peak > 0, peak / WEIGHT_MAX, torch.ones_like(peak))
+        w_int = torch.round(w / step).clamp(-WEIGHT_MAX, WEIGHT_MAX)
+        l1 = float(w_int.abs().sum(dim=reduce).max())
+        if l1 * 2**ACT_SHIFT >= EXACT_LIMIT:
+            raise ConfigError(
+                f"a {tuple(w.shape)} convolution is too wide for exact float64 accumulation"
+            )
+        self.weight = w_int.to(device)
+        self.step = step.reshape(1, -1, 1, 1).to(device)
+        bias = layer.bias.detach() if layer.bias is not None else torch.zeros(w.shape[out_dim])
+        self.bias = bias.to("cpu", torch.float64).reshape(1, -1, 1, 1).to(device)
+        self.stride, self.padding = tuple(layer.stride), tuple(layer.padding)
+        self.output_padding = tuple(getattr(layer, "output_padding", (0, 0)))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        a, e = quantise(x)
+        if self.transposed:
+            acc = F.conv_transpose2d(a, self.weight, None, self.stride, self.padding,
+                                     self.output_padding)
+        else:
+            acc = F.conv2d(a, self.weight, None, self.stride, self.padding)
+        out = acc * self.step
+        out = out * pow2(e - ACT_SHIFT).view(-1, 1, 1, 1)
+        return out + self.bias
+
+
+class ExactSequential:
+    """An ``nn.Sequential`` of convs and ReLUs, evaluated with :class:`ExactConv`."""
+
+    def __init__(self, seq: nn.Sequential, device: torch.device) -> None:
+        self.steps: list[ExactConv | None] = []  # None = ReLU
+        for layer in seq:
+            if isinstance(layer, nn.Conv2d | nn.ConvTranspose2d):
+                self.steps.append(ExactConv(layer, device))
+            elif isinstance(layer, nn.ReLU):
+                self.steps.append(None)
+            else:
+                raise ConfigError(f"exact coding cannot evaluate {type(layer).__name__}")
+
+    def __call__(self, x: Tensor) -> Tensor:
+        for step in self.steps:
+            x = torch.relu(x) if step is None else step(x)
+        return x
+
+
+class ExactEntropyModel:
+    """h_s, the context models and the parameter aggregation of an ELIC, evaluated exactly.
+
+    The same interface as the model's float path (see ``ELIC._coding_path``): ``hyper``,
+    ``channel_ctx``, ``anchor``, ``local`` and ``nonanchor``. Intermediate results stay float64;
+    the returned scales and means are rounded once to float32.
+    """
+
+    def __init__(self, model: Any) -> None:
+        device = next(model.parameters()).device
+        self.device = device
+        self.h_s = ExactSequential(model.h_s.increase, device)
+        self.local_context = [ExactConv(c, device) for c in model.local_context]
+        self.channel_context: list[ExactSequential | None] = [None] + [
+            ExactSequential(c.fushion, device) for c in list(model.channel_context)[1:]
+        ]
+        self.entropy_anchor = [ExactSequential(p.fusion, device)
+                               for p in model.entropy_parameters_anchor]
+        self.entropy_nonanchor = [ExactSequential(p.fusion, device)
+                                  for p in model.entropy_parameters_nonanchor]
+
+    def context(self) -> Any:
+        """cuDNN may pick FFT or Winograd algorithms, which are not exact: use the native kernels."""
+        if self.device.type == "cuda":
+            return torch.backends.cudnn.flags(enabled=False)
+        return nullcontext()
+
+    @staticmethod
+    def _f64(parts: Sequence[Tensor]) -> Tensor:
+        return torch.cat([p.to(torch.float64) for p in parts], dim=1)
+
+    def hyper(self, z_hat: Tensor) -> Tensor:
+        return self.h_s(z_hat.to(torch.float64))
+
+    def channel_ctx(self, index: int, decoded: list[Tensor]) -> Tensor | None:
+        net = self.channel_context[index]
+        return None if net is None else net(self._f64(decoded))
+
+    def anchor(self, index: int, ctx: Tensor | None, hyper: Tensor) -> tuple[Tensor, Tensor]:
+        inp = hyper if ctx is None else self._f64([ctx, hyper])
+        scales, means = self.entropy_anchor[index](inp).chunk(2, 1)
+        return scales.float(), means.float()
+
+    def local(self, index: int, anchor_hat: Tensor) -> Tensor:
+        return self.local_context[index](anchor_hat.to(torch.float64))
+
+    def nonanchor(self, index: int, local: Tensor, ctx: Tensor | None, hyper: Tensor
+                  ) -> tuple[Tensor, Tensor]:
+        parts = [local, hyper] if ctx is None else [local, ctx, hyper]
+        scales, means = self.entropy_nonanchor[index](self._f64(parts)).chunk(2, 1)
+        return scales.float(), means.float()
