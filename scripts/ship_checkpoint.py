@@ -10,6 +10,13 @@ later with ``--kodak-json`` (an eval ``summary.json``).
 A model trained in phases (a run started with ``init_from`` another run's ``state.pt``) lists the
 earlier runs with ``--prior RUN`` (repeatable, oldest first): the entry then has ``phases``
 (steps, minutes, lr and init of each run) and ``steps`` / ``train_minutes`` are their totals.
+``--prior-manifest NAME`` puts the ``phases`` already recorded for manifest entry NAME first (for
+a run continued from the shipped weights, whose earlier run folders no longer exist); an entry
+without ``phases`` counts as one phase with its ``steps`` and ``train_minutes``.
+
+The Kodak results of the previous entry are kept only when the weights did not change (same
+sha256); new weights get theirs with ``--kodak-json`` once measured: ``--attach-kodak`` then only
+adds them to the existing entry (checked against the file's sha256) without rewriting the weights.
 """
 
 from __future__ import annotations
@@ -40,6 +47,34 @@ def phase(run: Path, state: dict | None = None) -> dict:
             "init_from": Path(init).parent.name + "/" + Path(init).name if init else None}
 
 
+def prior_manifest_phases(manifest: dict, name: str) -> list[dict]:
+    """The phases recorded for manifest entry ``name`` (one phase if it lists none)."""
+    if name not in manifest:
+        raise SystemExit(f"--prior-manifest {name}: no such manifest entry")
+    old = manifest[name]
+    if old.get("phases"):
+        return [dict(p) for p in old["phases"]]
+    return [{"run": f"{name} (shipped {old.get('sha256', '?')[:16]})", "steps": int(old["steps"]),
+             "minutes": float(old.get("train_minutes", 0.0)), "lr": None, "lr_milestones": None,
+             "k_P": None, "init_from": None}]
+
+
+def attach_kodak(manifest: dict, manifest_path: Path, name: str, folder: Path,
+                 kodak_json: Path | None) -> int:
+    """Add the Kodak summary to the existing entry ``name`` whose file still has its sha256."""
+    if kodak_json is None:
+        raise SystemExit("--attach-kodak needs --kodak-json")
+    entry = manifest.get(name)
+    if entry is None:
+        raise SystemExit(f"no manifest entry {name!r} to attach Kodak results to")
+    if sha256_file(folder / entry["file"]) != entry["sha256"]:
+        raise SystemExit(f"{entry['file']} does not match its manifest sha256")
+    entry["kodak"] = json.loads(kodak_json.read_text()).get("codecs")
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"attached {kodak_json} to manifest entry {name}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
@@ -48,23 +83,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kodak-json", type=Path, default=None, help="eval summary.json to attach")
     ap.add_argument("--prior", type=Path, action="append", default=[],
                     help="an earlier training phase of the same weights (oldest first; repeatable)")
+    ap.add_argument("--prior-manifest", default=None, metavar="NAME",
+                    help="start the phases with those recorded for manifest entry NAME")
+    ap.add_argument("--attach-kodak", action="store_true",
+                    help="only add --kodak-json to the existing entry of RUN's model")
+    ap.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints",
+                    help="checkpoint folder holding manifest.json (default: the repository's)")
     args = ap.parse_args(argv)
+    manifest_path = args.checkpoints / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
 
     tcfg = json.loads((args.run / "train_config.json").read_text())
     name = tcfg["model"] if isinstance(tcfg["model"], str) else tcfg["model"]["name"]
+    if args.attach_kodak:
+        return attach_kodak(manifest, manifest_path, name, args.checkpoints, args.kodak_json)
     cfg = load_config(name)
     model = create_model(cfg)
     state = torch.load(args.run / "state.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
-    phases = [phase(run) for run in [*args.prior, args.run]]
+    phases = prior_manifest_phases(manifest, args.prior_manifest) if args.prior_manifest else []
+    phases += [phase(run) for run in [*args.prior, args.run]]
     phases[-1] = phase(args.run, state)
     steps = sum(p["steps"] for p in phases)
     wall_min = sum(p["minutes"] for p in phases)
-    out = ROOT / "checkpoints" / f"{name}.safetensors"
+    out = args.checkpoints / f"{name}.safetensors"
     save_weights(model, out, half=True, extra={"steps": str(steps), "notes": args.notes})
 
-    manifest_path = ROOT / "checkpoints" / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     entry = {
         "file": out.name,
         "sha256": sha256_file(out),
@@ -86,11 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.kodak_json:
         entry["kodak"] = json.loads(args.kodak_json.read_text()).get("codecs")
     old = manifest.get(name, {})
-    if "kodak" in old and "kodak" not in entry:
-        entry["kodak"] = old["kodak"]
+    if "kodak" in old and "kodak" not in entry and old.get("sha256") == entry["sha256"]:
+        entry["kodak"] = old["kodak"]  # measured with these very weights
     manifest[name] = entry
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    print(f"wrote {out.relative_to(ROOT)} ({entry['bytes']:,} bytes, {steps} steps, "
+    print(f"wrote {out.name} ({entry['bytes']:,} bytes, {steps} steps, "
           f"{wall_min:.1f} min) sha256 {entry['sha256'][:16]}…")
     return 0
 

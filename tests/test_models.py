@@ -357,6 +357,58 @@ def test_gamma_zero_still_layernorms_image_tokens() -> None:
     assert not torch.allclose(out, feat)
 
 
+def test_identity_injector_is_exact_identity_at_gamma_zero() -> None:
+    """The embedded option injector_residual='identity': x + gamma*attn, so gamma = 0 returns x."""
+    torch.manual_seed(0)
+    model = create_model({**load_config("taco-tiny"), "injector_residual": "identity"}).eval()
+    block = model.adapter("injector1")
+    assert block.residual == "identity"
+    feat = torch.randn(1, 16, 4, 4) * 3 + 1
+    text = torch.randn(1, 38, TEXT_DIM)
+    assert torch.equal(block(feat, text), feat)
+    with torch.no_grad():
+        block.gamma.fill_(0.5)
+    tokens = feat.flatten(2).transpose(1, 2)
+    attn, _ = block.cross_attn(block.image_norm(tokens),
+                               block.text_norm(block.text_feature_dim_proj(text)),
+                               block.text_norm(block.text_feature_dim_proj(text)))
+    expected = feat + (0.5 * attn).transpose(1, 2).reshape(feat.shape)
+    assert torch.allclose(block(feat, text), expected, atol=1e-6)
+    # same parameter names and shapes as the official layout: the weights are interchangeable
+    official = create_model("taco-tiny")
+    assert {k: v.shape for k, v in official.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()}
+
+
+def test_identity_taco_from_elic_matches_elic_exactly() -> None:
+    """With the identity adapter (gamma = 0), a TACO built from ELIC weights codes like that ELIC."""
+    from app.train.loop import init_from_weights
+
+    torch.manual_seed(0)
+    elic = create_model("elic-tiny").eval()
+    taco = create_model({**load_config("taco-tiny"), "injector_residual": "identity"}).eval()
+    init_from_weights(taco, elic.state_dict())
+    x = torch.rand(1, 3, 64, 64)
+    text = torch.randn(1, 38, TEXT_DIM)
+    with torch.no_grad():
+        assert torch.equal(taco.g_a(x, text, None), elic.g_a(x))
+
+
+def test_weights_of_one_injector_layout_refuse_the_other(tmp_path: Path) -> None:
+    path = tmp_path / "t.safetensors"
+    save_weights(create_model("taco-tiny"), path)
+    other = create_model({**load_config("taco-tiny"), "injector_residual": "identity"})
+    with pytest.raises(ConfigError, match="injector_residual"):
+        load_weights(other, path)
+    load_weights(create_model("taco-tiny"), path)
+
+
+def test_injector_residual_is_validated() -> None:
+    with pytest.raises(ConfigError):
+        validate_config({**load_config("taco-tiny"), "injector_residual": "raw"})
+    assert load_config("taco-tiny")["injector_residual"] == "layernorm"
+
+
 def test_attn_mask_variant_ignores_padding() -> None:
     cfg = {**load_config("taco-tiny"), "attn_mask": True}
     model = create_model(cfg).eval()

@@ -345,6 +345,66 @@ def test_sample_lmbda_log_uniform_and_rank_independent() -> None:
     assert isinstance(per, torch.Tensor) and per.shape == (8,)
 
 
+def test_sample_lmbda_power_favours_high_lmbda() -> None:
+    lo, hi = 0.0018, 0.0483
+    vals = [tloop.sample_lmbda(lo, hi, 7, s, sampling="power", power=2.0) for s in range(4000)]
+    assert all(lo <= v <= hi for v in vals)
+    assert vals == [tloop.sample_lmbda(lo, hi, 7, s, sampling="power", power=2.0) for s in range(4000)]
+    t = (np.log(vals) - math.log(lo)) / (math.log(hi) - math.log(lo))
+    assert abs(float(np.mean(t)) - 2 / 3) < 0.02  # density 2t on [0, 1]: mean 2/3
+    assert abs(float(np.mean(t > 5 / 6)) - (1 - (5 / 6) ** 2)) < 0.03  # top sixth: 31 %
+    # power 1 and the default are the log-uniform draws of earlier runs, value for value
+    assert [tloop.sample_lmbda(lo, hi, 7, s) for s in range(50)] == [
+        tloop.sample_lmbda(lo, hi, 7, s, sampling="loguniform", power=3.0) for s in range(50)]
+    per = tloop.sample_lmbda(lo, hi, 7, 3, n=8, sampling="power", power=2.0)
+    assert isinstance(per, torch.Tensor) and per.shape == (8,) and len(set(per.tolist())) == 8
+    with pytest.raises(ConfigError):
+        tloop.sample_lmbda(lo, hi, 7, 0, sampling="uniform")
+
+
+def test_lr_warmup_then_milestones() -> None:
+    p = torch.nn.Parameter(torch.zeros(1))
+    sch = tloop.MilestoneSchedule(torch.optim.Adam([p], lr=4e-4), [0.8], 0.1, max_steps=1000,
+                                  max_minutes=None, warmup_steps=3)
+    lrs = []
+    for step in (0, 1, 2, 3, 500, 799, 800):
+        sch.update(step, 0.0)
+        lrs.append(sch.lr)
+    assert lrs == pytest.approx([1e-4, 2e-4, 3e-4, 4e-4, 4e-4, 4e-4, 4e-5])
+
+
+def test_lpips_weight_scale_ramp_and_lmbda() -> None:
+    assert tloop.lpips_weight_scale(0.01, 5, 0, None) == 1.0
+    assert tloop.lpips_weight_scale(0.01, 0, 100, None) == 0.0
+    assert tloop.lpips_weight_scale(0.01, 25, 100, None) == pytest.approx(0.25)
+    assert tloop.lpips_weight_scale(0.01, 100, 100, None) == 1.0
+    assert tloop.lpips_weight_scale(0.01, 200, 100, 0.04) == pytest.approx(0.25)
+    lam = torch.tensor([0.01, 0.04])
+    sc = tloop.lpips_weight_scale(lam, 50, 100, 0.04)
+    assert torch.allclose(sc, torch.tensor([0.125, 0.5]))
+    with pytest.raises(ConfigError):
+        tloop.lpips_weight_scale(0.01, 0, 0, 0.0)
+
+
+def test_per_sample_lpips_weight_in_the_loss() -> None:
+    class FakeLpips(torch.nn.Module):
+        def forward(self, a, b, normalize=False):
+            return (a - b).abs().mean(dim=(1, 2, 3), keepdim=True)
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32)
+    x_hat = x * torch.tensor([0.9, 0.5]).view(2, 1, 1, 1)
+    lik = {"y": torch.full((2, 4, 4, 4), 0.5)}
+    crit = tlosses.RateDistortionLoss(k_p=2.0, lpips=FakeLpips())
+    out = crit({"x_hat": x_hat, "likelihoods": lik}, x, 0.01, None, k_p_scale=torch.tensor([1.0, 0.0]))
+    per = (x_hat - x).abs().mean(dim=(1, 2, 3))
+    base = out["bpp"] + 0.01 * 255**2 * out["mse"]
+    assert torch.allclose(out["loss"], base + 2.0 * per[0] / 2)
+    assert torch.allclose(out["lpips"], per.mean())  # the logged LPIPS stays unweighted
+    same = crit({"x_hat": x_hat, "likelihoods": lik}, x, 0.01)
+    assert torch.allclose(same["loss"], base + 2.0 * per.mean())
+
+
 def test_milestone_schedule_steps_fractions_and_time() -> None:
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.Adam([p], lr=1e-3)
@@ -556,7 +616,8 @@ def test_ddp_two_ranks_gloo(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["elic-small", "taco-small", "tiny-smoke"])
+@pytest.mark.parametrize("name", ["elic-small", "taco-small", "tiny-smoke", "elic-small-continue",
+                                  "taco-small-identity"])
 def test_shipped_configs_are_valid(name: str) -> None:
     cfg = tloop.load_train_config(name)
     mcfg = tloop.build_model_config(cfg)
@@ -574,7 +635,8 @@ def test_shipped_configs_are_valid(name: str) -> None:
 
 @pytest.mark.shared
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is absent")
-@pytest.mark.parametrize("name", ["elic-small", "taco-small", "tiny-smoke"])
+@pytest.mark.parametrize("name", ["elic-small", "taco-small", "tiny-smoke", "elic-small-continue",
+                                  "taco-small-identity"])
 def test_shipped_configs_find_their_data(name: str) -> None:
     cfg = tloop.load_train_config(name)
     root = tloop.data_root_of(cfg)
@@ -627,3 +689,110 @@ def test_time_budget_ends_cleanly_with_a_checkpoint(tmp_path: Path) -> None:
     state = tloop.load_state(out / "state.pt")
     assert state["step"] < 1000 and state["train_seconds"] > 0
     assert (out / "elic-test.safetensors").is_file()
+
+
+def test_ship_checkpoint_keeps_shipped_phases_and_drops_stale_kodak(tmp_path: Path) -> None:
+    import importlib.util
+
+    from app.models.factory import create_model
+
+    spec = importlib.util.spec_from_file_location(
+        "ship_checkpoint", Path(__file__).resolve().parents[1] / "scripts" / "ship_checkpoint.py")
+    ship = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(ship)
+
+    run = tmp_path / "runs" / "elic-next"
+    run.mkdir(parents=True)
+    torch.manual_seed(0)
+    model = create_model("elic-tiny")
+    torch.save({"step": 40, "train_seconds": 90.0, "model": model.state_dict()}, run / "state.pt")
+    (run / "train_config.json").write_text(json.dumps(
+        {"model": "elic-tiny", "init_from": "checkpoints/elic-tiny.safetensors", "lr": 3e-4,
+         "lr_milestones": [0.8], "k_P": 0.0}))
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir()
+    old_phases = [{"run": "a", "steps": 100, "minutes": 2.0}, {"run": "b", "steps": 50, "minutes": 1.0}]
+    (ckpt / "manifest.json").write_text(json.dumps(
+        {"elic-tiny": {"sha256": "old", "steps": 150, "phases": old_phases, "kodak": {"elic": []}}}))
+    assert ship.main([str(run), "--hardware", "test", "--prior-manifest", "elic-tiny",
+                      "--checkpoints", str(ckpt)]) == 0
+    entry = json.loads((ckpt / "manifest.json").read_text())["elic-tiny"]
+    assert [p["run"] for p in entry["phases"]] == ["a", "b", "elic-next"]
+    assert entry["steps"] == 190 and entry["train_minutes"] == pytest.approx(4.5)
+    assert entry["phases"][-1]["init_from"] == "checkpoints/elic-tiny.safetensors"
+    assert "kodak" not in entry  # measured with other weights
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"codecs": {"elic": [{"rate": "0.0018", "bpp": 0.2}]}}))
+    assert ship.main([str(run), "--hardware", "test", "--attach-kodak", "--kodak-json", str(summary),
+                      "--checkpoints", str(ckpt)]) == 0
+    entry2 = json.loads((ckpt / "manifest.json").read_text())["elic-tiny"]
+    assert entry2["kodak"] == {"elic": [{"rate": "0.0018", "bpp": 0.2}]}
+    assert entry2["phases"] == entry["phases"] and entry2["sha256"] == entry["sha256"]
+    # an entry without phases counts as one phase
+    assert ship.prior_manifest_phases({"m": {"steps": 7, "train_minutes": 1.5, "sha256": "ab"}},
+                                      "m")[0]["steps"] == 7
+
+
+def test_gain_tables_regridded_onto_an_extended_ladder() -> None:
+    from app.models.factory import create_model
+
+    base = {**TINY_ELIC, "variable_rate": True, "lmbda_ladder": [0.002, 0.01, 0.05],
+            "lmbda_range": [0.002, 0.05]}
+    longer = {**base, "lmbda_ladder": [0.002, 0.01, 0.05, 0.25], "lmbda_range": [0.002, 0.25]}
+    torch.manual_seed(0)
+    src = create_model(base)
+    with torch.no_grad():  # a "trained" table: not the initial sqrt(λ) rule
+        src.gain.mul_(torch.rand_like(src.gain) + 0.5)
+        src.inv_gain.mul_(torch.rand_like(src.inv_gain) + 0.5)
+    dst = create_model(longer)
+    rep = tloop.init_from_weights(dst, src.state_dict(), "none", src_ladder=base["lmbda_ladder"])
+    assert rep["gains_regridded"] == ["gain", "inv_gain"] and not rep["mismatched"]
+    assert dst.gain.shape == (4, src.gain.shape[1])
+    assert torch.allclose(dst.gain[:3], src.gain.abs(), rtol=1e-5)
+    # the new top row continues the log-linear trend of the two trained top rows
+    expect = src.gain[2].abs() * (src.gain[2].abs() / src.gain[1].abs())
+    assert torch.allclose(dst.gain[3], expect, rtol=1e-4)
+    # any λ of the old range gets exactly the old gain
+    for lam in (0.002, 0.004, 0.03, 0.05):
+        g_old, _ = src._gains(lam, 1)
+        g_new, _ = dst._gains(lam, 1)
+        assert torch.allclose(g_old, g_new, rtol=1e-5)
+    # same ladder: nothing regridded
+    rep2 = tloop.init_from_weights(create_model(base), src.state_dict(), "none",
+                                   src_ladder=base["lmbda_ladder"])
+    assert rep2["gains_regridded"] == []
+
+
+def test_resolve_auto_picks_the_fastest_measured_setting() -> None:
+    def fake(cfg, threads, steps, rounds, log):
+        table = {("fp32", 1): 0.9, ("bf16+channels_last", 1): 9.7, ("fp32", 2): 0.6,
+                 ("bf16+channels_last", 2): 5.3}
+        return [{"mode": m, "threads": t, "median_s": table[(m, t)]} for m in ("fp32", "bf16+channels_last")
+                for t in threads]
+
+    lines: list[str] = []
+    cfg = {"bf16": "auto", "threads": "auto", "channels_last": True}
+    best = tloop.resolve_auto(cfg, lines.append, profiler=fake)
+    cores = len(os.sched_getaffinity(0))
+    assert cfg["bf16"] is False and cfg["channels_last"] is False
+    assert cfg["threads"] == (2 if cores >= 2 else 1) and best is not None
+    assert any("auto: chose bf16=False" in line for line in lines)
+    assert cfg["_auto_profile"]["chosen"] == {"bf16": False, "threads": cfg["threads"]}
+    fixed = {"bf16": True, "threads": "auto", "channels_last": True}  # only threads measured
+    tloop.resolve_auto(fixed, lines.append, profiler=fake)
+    assert fixed["bf16"] is True and fixed["threads"] == (2 if cores >= 2 else 1)
+    assert tloop.resolve_auto({"bf16": True, "threads": 1}, lines.append, profiler=fake) is None
+
+
+def test_auto_precision_and_threads_in_a_run(tmp_path: Path) -> None:
+    cfg_path = _write_config(tmp_path, TINY_ELIC, k_P=0.0, max_steps=1, eval_images=[],
+                             bf16="auto", threads="auto", per_sample_lmbda=True,
+                             lmbda_sampling="power", lr_warmup_steps=5)
+    out = tmp_path / "auto"
+    assert tloop.main(["--config", str(cfg_path), "--out", str(out)]) == 0
+    text = (out / "train.log").read_text()
+    assert "auto profile: fp32" in text and "auto: chose bf16=" in text
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["bf16"] in (True, False) and isinstance(saved["threads"], int)
+    assert saved["_auto_profile"]["chosen"]["threads"] == saved["threads"]

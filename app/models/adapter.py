@@ -9,6 +9,11 @@ The two compatibility quirks of the official code are reproduced on purpose (§3
    features, so even with ``gamma == 0`` the block applies a per-position channel LayerNorm;
 2. by default no ``key_padding_mask`` is used: all text positions (padding included) are attended to.
 
+``residual="identity"`` (the embedded layout's option, not the official one) adds the gated term to
+the raw image features instead: ``x + gamma * attn(LN(x), text)``, an exact identity while
+``gamma == 0``, so an adapter inserted into a trained ELIC encoder leaves it unchanged at
+initialisation. The weights have the same names and shapes in both variants.
+
 ``attn_mask=True`` builds the "clean" variant that masks padded text positions when a token mask is
 given; it is not checkpoint-compatible in behaviour (the weights have the same shapes).
 
@@ -51,10 +56,18 @@ class Injector(nn.Module):
         text_dim: width of the text token states (512 CLIP, 384 MiniLM).
         heads: attention heads (embed ``dim``).
         attn_mask: mask padded text positions when a token mask is passed (not the official path).
+        residual: ``"layernorm"`` (official: ``LN(x) + gamma * attn``) or ``"identity"``
+            (``x + gamma * attn``: exactly ``x`` while ``gamma == 0``).
     """
 
-    def __init__(self, dim: int, text_dim: int, heads: int = 8, attn_mask: bool = False) -> None:
+    RESIDUALS = ("layernorm", "identity")
+
+    def __init__(self, dim: int, text_dim: int, heads: int = 8, attn_mask: bool = False,
+                 residual: str = "layernorm") -> None:
         super().__init__()
+        if residual not in self.RESIDUALS:
+            raise ValueError(f"residual must be one of {self.RESIDUALS}, got {residual!r}")
+        self.residual = residual
         self.text_feature_dim_proj = nn.Linear(text_dim, dim)
         nn.init.kaiming_normal_(self.text_feature_dim_proj.weight)
         self.image_norm = nn.LayerNorm(dim)
@@ -76,8 +89,10 @@ class Injector(nn.Module):
         if self.keep_attention and weights is not None:
             # (B, HW, L) -> (B, L, H, W)
             self.last_attention = weights.detach().transpose(1, 2).reshape(b, -1, h, w)
-        out = query + self.gamma * attn
-        return out.transpose(1, 2).reshape(b, c, h, w)
+        delta = (self.gamma * attn).transpose(1, 2).reshape(b, c, h, w)
+        if self.residual == "identity":
+            return x + delta
+        return query.transpose(1, 2).reshape(b, c, h, w) + delta
 
 
 class Extractor(nn.Module):

@@ -28,6 +28,9 @@ _DEFAULTS: dict[str, Any] = {
     "text_len": 38,
     "heads": 8,
     "attn_mask": False,
+    # "layernorm": the official Injector (LN(x) + gamma*attn); "identity": x + gamma*attn, an exact
+    # identity at gamma = 0 (for bolting the adapter onto a trained ELIC)
+    "injector_residual": "layernorm",
     "variable_rate": False,
     "lmbda_ladder": [],
     "lmbda_range": None,  # [min, max] of the ladder
@@ -111,6 +114,11 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
             )
     if out["text_encoder"] not in ("clip", "minilm"):
         raise ConfigError(f"config {name!r}: text_encoder must be 'clip' or 'minilm'")
+    if out["injector_residual"] not in ("layernorm", "identity"):
+        raise ConfigError(
+            f"config {name!r}: injector_residual must be 'layernorm' or 'identity', "
+            f"got {out['injector_residual']!r}"
+        )
     for key in ("attn_mask", "variable_rate"):
         if not isinstance(out[key], bool):
             raise ConfigError(f"config {name!r}: {key} must be true or false")

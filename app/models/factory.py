@@ -233,6 +233,14 @@ def load_weights(model: ELIC, path: str | Path) -> ELIC:
             raise ConfigError(
                 f"{path.name} was saved for config {saved.get('name')!r}, not {model.cfg['name']!r}"
             )
+        # same tensors, different computation: an Injector layout mismatch must not load silently
+        # (files written before the option existed used the official "layernorm" layout)
+        residual = saved.get("injector_residual", "layernorm")
+        if residual != model.cfg.get("injector_residual", "layernorm"):
+            raise ConfigError(
+                f"{path.name} was trained with injector_residual {residual!r}, the model config "
+                f"{model.cfg['name']!r} has {model.cfg.get('injector_residual', 'layernorm')!r}"
+            )
     try:
         with safe_open(str(path), framework="pt") as handle:
             state = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118

@@ -36,14 +36,15 @@ class TACO(ELIC):
             self.cfg["heads"],
             self.cfg["attn_mask"],
         )
+        residual = self.cfg.get("injector_residual", "layernorm")
         layers = self._trunk()
         # ELIC 0-7 | Inj | ELIC 8-12 | Ext, Inj | ELIC 13-14  ->  TACO indices 8, 14, 15
         return [
             *layers[:8],
-            Injector(n, dim, heads, masked),
+            Injector(n, dim, heads, masked, residual),
             *layers[8:13],
             Extractor(n, dim, heads, masked),
-            Injector(n, dim, heads, masked),
+            Injector(n, dim, heads, masked, residual),
             *layers[13:],
         ]
 

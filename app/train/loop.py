@@ -96,10 +96,15 @@ DEFAULTS: dict[str, Any] = {
     "clip_grad": 1.0,
     "lr_milestones": [0.8],  # >= 1: step; (0, 1): fraction of max_steps and/or max_minutes
     "lr_gamma": 0.1,
+    "lr_warmup_steps": 0,  # linear warm-up of the main lr over the first N steps of this run
     "lmbda": None,  # fixed λ (fixed-rate models; default: the model's ladder entry)
     "lmbda_range": None,  # [lo, hi] for variable rate (default: the model config's range)
     "per_sample_lmbda": False,  # one λ per sample (needs model support) instead of per step
+    "lmbda_sampling": "loguniform",  # "loguniform" | "power" (weighted to high λ, see sample_lmbda)
+    "lmbda_power": 2.0,  # exponent of the "power" sampling (1 = log-uniform)
     "k_P": 0.0,  # LPIPS weight (standard normalize=True convention)
+    "k_P_ramp_steps": 0,  # LPIPS weight ramps linearly from 0 to k_P over the first N steps
+    "k_P_lmbda_ref": None,  # a λ: each sample's LPIPS weight is k_P·λ/ref (constant LPIPS/MSE ratio)
     "k_J": 0.0,  # joint CLIP loss weight (set to 0 with a notice when CLIP is unavailable)
     "lpips_net": "alex",
     "lpips_normalize": True,  # False = the official [0, 1]-without-normalize convention
@@ -112,10 +117,10 @@ DEFAULTS: dict[str, Any] = {
     "text_encoder": None,  # default: the model config's text_encoder (TACO only)
     "init_from": None,  # safetensors / state.pt to initialise from (matching keys)
     "init_map": "auto",  # "auto" | "elic->taco" | "none"
-    "bf16": True,  # bf16 autocast on the transforms
+    "bf16": True,  # bf16 autocast on the transforms; "auto": profile fp32 vs bf16 first (resolve_auto)
     "channels_last": True,
     "autocast_modules": ["g_a", "g_s", "h_a", "h_s"],
-    "threads": 2,  # torch.set_num_threads (per rank)
+    "threads": 2,  # torch.set_num_threads (per rank); "auto": profile 1 vs all cores first
     "device": "auto",  # "auto" | "cpu" | "cuda" | "cuda:N"
     "seed": 100,
     "max_steps": 10000,
@@ -322,6 +327,7 @@ def train_step(
     aux_optimizer: torch.optim.Optimizer, main_params: Sequence[Tensor],
     aux_params: Sequence[Tensor], x: Tensor, text: Tensor | None, lmbda: float | Tensor,
     variable: bool, text_emb: Tensor | None, clip_grad: float,
+    k_p_scale: float | Tensor = 1.0,
 ) -> tuple[dict[str, Tensor], Tensor, Tensor, bool]:
     """One optimisation step: forward, loss + aux, one backward, clip, both optimisers.
 
@@ -332,7 +338,7 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     aux_optimizer.zero_grad(set_to_none=True)
     out, aux = fwd(x, text, lmbda if variable else None)
-    losses = criterion(out, x, lmbda, text_emb)
+    losses = criterion(out, x, lmbda, text_emb, k_p_scale=k_p_scale)
     (losses["loss"] + aux).backward()
     gnorm = torch.nn.utils.clip_grad_norm_(main_params, clip_grad)
     aux_ok = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in aux_params)
@@ -348,16 +354,51 @@ def train_step(
 # --------------------------------------------------------------------------------------------
 
 
-def sample_lmbda(lo: float, hi: float, seed: int, step: int, n: int | None = None) -> float | Tensor:
-    """λ log-uniform in [lo, hi], a pure function of (seed, step): every rank draws the same value.
+LMBDA_SAMPLINGS = ("loguniform", "power")
 
+
+def sample_lmbda(lo: float, hi: float, seed: int, step: int, n: int | None = None,
+                 sampling: str = "loguniform", power: float = 1.0) -> float | Tensor:
+    """λ in [lo, hi], a pure function of (seed, step): every rank draws the same value.
+
+    ``sampling`` "loguniform": log λ uniform in [log lo, log hi]. "power": the position
+    ``t = (log λ - log lo) / (log hi - log lo)`` has density ``power · t^(power-1)`` (``t = u^(1/power)``
+    for uniform ``u``), so ``power`` > 1 gives the upper rungs more steps (2: the top sixth of the
+    log range gets 31 % of the draws instead of 17 %); ``power`` 1 is log-uniform.
     With ``n`` a (n,) tensor of per-sample values is returned.
     """
+    if sampling not in LMBDA_SAMPLINGS:
+        raise ConfigError(f"lmbda_sampling must be one of {LMBDA_SAMPLINGS}, got {sampling!r}")
+    p = float(power) if sampling == "power" else 1.0
+    if not p > 0:
+        raise ConfigError(f"lmbda_power must be > 0, got {power!r}")
     rng = random.Random(seed * 1_000_033 + step)
     a, b = math.log(lo), math.log(hi)
+
+    def draw() -> float:
+        u = rng.random() if p != 1.0 else None
+        t = rng.uniform(a, b) if u is None else a + (b - a) * u ** (1.0 / p)
+        return math.exp(t)
+
     if n is None:
-        return math.exp(rng.uniform(a, b))
-    return torch.tensor([math.exp(rng.uniform(a, b)) for _ in range(n)], dtype=torch.float32)
+        return draw()
+    return torch.tensor([draw() for _ in range(n)], dtype=torch.float32)
+
+
+def lpips_weight_scale(lmbda: float | Tensor, step: int, ramp_steps: int,
+                       lmbda_ref: float | None) -> float | Tensor:
+    """Multiplier of k_P at ``step``: linear ramp 0 -> 1 over ``ramp_steps`` (step 0 gets 0, step
+    ``ramp_steps`` and later 1), times ``λ / lmbda_ref`` when ``lmbda_ref`` is set (per sample when
+    ``lmbda`` is a tensor). Returns exactly 1.0 when neither option is used."""
+    scale: float | Tensor = 1.0
+    if ramp_steps > 0 and step < ramp_steps:
+        scale = step / ramp_steps
+    if lmbda_ref is not None:
+        ref = float(lmbda_ref)
+        if not ref > 0:
+            raise ConfigError(f"k_P_lmbda_ref must be > 0, got {lmbda_ref!r}")
+        scale = (lmbda / ref) * scale
+    return scale
 
 
 def lmbda_bounds(cfg: Mapping[str, Any], mcfg: Mapping[str, Any]) -> tuple[float, float]:
@@ -397,8 +438,9 @@ class MilestoneSchedule:
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, milestones: Sequence[float], gamma: float,
-                 max_steps: int | None, max_minutes: float | None) -> None:
+                 max_steps: int | None, max_minutes: float | None, warmup_steps: int = 0) -> None:
         self.optimizer = optimizer
+        self.warmup_steps = max(0, int(warmup_steps))
         self.gamma = float(gamma)
         self.base_lrs = [float(g["lr"]) for g in optimizer.param_groups]
         self.milestones = sorted(float(m) for m in milestones)
@@ -417,8 +459,10 @@ class MilestoneSchedule:
         n = max(self.passed, sum(self._passed(m, step, minutes) for m in self.milestones))
         changed = n != self.passed
         self.passed = n
+        # linear warm-up: step 0 runs at 1/(W+1) of the rate, step W and later at the full rate
+        warm = min(1.0, (step + 1) / (self.warmup_steps + 1)) if self.warmup_steps else 1.0
         for g, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
-            g["lr"] = base * self.gamma**n
+            g["lr"] = base * self.gamma**n * warm
         return changed
 
     @property
@@ -528,15 +572,70 @@ def read_weights(path: Path) -> dict[str, Tensor]:
     raise ConfigError(f"cannot find model weights in {path}")
 
 
-def init_from_weights(model: nn.Module, source: Mapping[str, Tensor], mode: str = "auto"
-                      ) -> dict[str, Any]:
+def source_ladder(path: Path) -> list[float] | None:
+    """The λ ladder of the model config stored with ``path`` (safetensors metadata or state.pt)."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as fh:
+                meta = fh.metadata() or {}
+            mcfg = json.loads(meta.get("config") or "{}")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            mcfg = state.get("model_config") or {} if isinstance(state, dict) else {}
+    except (OSError, ValueError, RuntimeError):
+        return None
+    ladder = mcfg.get("lmbda_ladder")
+    return [float(v) for v in ladder] if ladder else None
+
+
+def regrid_gain_table(table: Tensor, src_ladder: Sequence[float], tgt_ladder: Sequence[float]
+                      ) -> Tensor:
+    """A (len(tgt_ladder), M) gain table from a trained (len(src_ladder), M) one.
+
+    log |g| is interpolated linearly in log λ between the source rows (the model's own geometric
+    interpolation, so every λ inside the source ladder gets exactly the gain it had) and
+    extrapolated linearly beyond its ends from the two outermost rows (a new top rung continues the
+    trained step-size trend instead of restarting from the initial gains).
+    """
+    if table.shape[0] != len(src_ladder):
+        raise ConfigError(f"gain table has {table.shape[0]} rows for a {len(src_ladder)}-entry ladder")
+    logm = table.detach().abs().clamp_min(1e-6).double().log()
+    xs = torch.tensor([math.log(v) for v in src_ladder], dtype=torch.float64)
+    rows = []
+    for lam in tgt_ladder:
+        x = math.log(lam)
+        if len(xs) == 1:
+            rows.append(logm[0])
+            continue
+        i = int(torch.searchsorted(xs, torch.tensor(x, dtype=torch.float64), right=True)) - 1
+        i = min(max(i, 0), len(xs) - 2)
+        t = (x - float(xs[i])) / float(xs[i + 1] - xs[i])
+        rows.append(logm[i] * (1 - t) + logm[i + 1] * t)
+    return torch.stack(rows).exp().to(table.dtype)
+
+
+def init_from_weights(model: nn.Module, source: Mapping[str, Tensor], mode: str = "auto",
+                      src_ladder: Sequence[float] | None = None) -> dict[str, Any]:
     """Copy every source tensor whose (mapped) name and shape match into ``model``.
 
     ``mode`` "elic->taco" renames ELIC ``g_a`` indices to TACO's (0-7→0-7, 8→9, 9→10, 10-12→11-13,
     13→16, 14→17); "auto" does so when the target has adapter keys (``*.gamma`` under ``g_a``) and
-    the source has none. Adapter gates ``gamma`` not loaded are set to 0. Returns a report dict.
+    the source has none. Adapter gates ``gamma`` not loaded are set to 0. With ``src_ladder`` (the
+    source model's λ ladder) and a variable-rate target whose ladder differs, the ``gain`` /
+    ``inv_gain`` tables are regridded onto the target ladder (:func:`regrid_gain_table`) instead of
+    being left at their initial values. Returns a report dict (``gains_regridded``).
     """
     target = model.state_dict()
+    tgt_ladder = (getattr(model, "cfg", None) or {}).get("lmbda_ladder") or []
+    regridded: list[str] = []
+    if src_ladder is not None and tgt_ladder and list(src_ladder) != list(tgt_ladder):
+        source = dict(source)
+        for key in ("gain", "inv_gain"):
+            if key in source and key in target:
+                source[key] = regrid_gain_table(source[key], src_ladder, tgt_ladder)
+                regridded.append(key)
     tgt_has_adapter = any(k.startswith("g_a.") and k.endswith(".gamma") for k in target)
     src_has_adapter = any(k.startswith("g_a.") and k.endswith(".gamma") for k in source)
     remap = mode == "elic->taco" or (mode == "auto" and tgt_has_adapter and not src_has_adapter)
@@ -560,7 +659,8 @@ def init_from_weights(model: nn.Module, source: Mapping[str, Tensor], mode: str 
                 zeroed.append(name)
     not_loaded = [k for k in target if k not in loaded]
     return {"remapped": remap, "loaded": len(loaded), "mismatched": mismatched,
-            "unused": unused, "not_loaded": not_loaded, "gamma_zeroed": zeroed}
+            "unused": unused, "not_loaded": not_loaded, "gamma_zeroed": zeroed,
+            "gains_regridded": regridded}
 
 
 # --------------------------------------------------------------------------------------------
@@ -806,12 +906,15 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False) -> dict[str, Any
     d = init_distributed(dev_kind)
     device = pick_device(str(cfg["device"]), d)
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(cfg["threads"])))
+    if d.enabled and "auto" in (cfg["bf16"], cfg["threads"]):
+        raise ConfigError("bf16/threads 'auto' profile one process; under torchrun set them explicitly")
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
     if d.enabled:
         torch.distributed.barrier()
     log = RunLog(out, d.main)
+    resolve_auto(cfg, log)
+    torch.set_num_threads(max(1, int(cfg["threads"])))
     stop = _StopFlag()
     stop.install()
     try:
@@ -881,11 +984,14 @@ def _train(cfg: dict[str, Any], out: Path, resume: bool, d: Dist, device: torch.
     if state is None and cfg["init_from"]:
         src = Path(str(cfg["init_from"])).expanduser()
         src = src if src.is_absolute() else REPO_ROOT / src
-        rep = init_from_weights(model, read_weights(src), str(cfg["init_map"]))
+        rep = init_from_weights(model, read_weights(src), str(cfg["init_map"]),
+                                src_ladder=source_ladder(src) if variable else None)
         log(f"init_from {src.name}: {rep['loaded']} tensors copied (g_a remapped ELIC->TACO: "
             f"{rep['remapped']}), {len(rep['mismatched'])} shape mismatches, "
             f"{len(rep['unused'])} unused, {len(rep['not_loaded'])} left at init "
-            f"(adapter gates zeroed: {len(rep['gamma_zeroed'])})")
+            f"(adapter gates zeroed: {len(rep['gamma_zeroed'])})"
+            + (f"; gain tables regridded onto the ladder {mcfg['lmbda_ladder']}"
+               if rep["gains_regridded"] else ""))
         if rep["mismatched"]:
             log(f"init_from: shape mismatches {rep['mismatched'][:6]}")
 
@@ -934,7 +1040,7 @@ def _train(cfg: dict[str, Any], out: Path, resume: bool, d: Dist, device: torch.
     max_steps = int(cfg["max_steps"]) if cfg["max_steps"] is not None else None
     max_minutes = float(cfg["max_minutes"]) if cfg["max_minutes"] is not None else None
     schedule = MilestoneSchedule(optimizer, cfg["lr_milestones"] or [], float(cfg["lr_gamma"]),
-                                 max_steps, max_minutes)
+                                 max_steps, max_minutes, int(cfg["lr_warmup_steps"] or 0))
     step = 0
     train_seconds = 0.0
     if state is not None:
@@ -1077,8 +1183,8 @@ def _train(cfg: dict[str, Any], out: Path, resume: bool, d: Dist, device: torch.
         if schedule.update(step, train_seconds / 60):
             log(f"lr -> {schedule.lr:.3g} at step {step}")
 
-        lam = sample_lmbda(lo, hi, seed, step, bs if cfg["per_sample_lmbda"] else None) \
-            if variable else lo
+        lam = sample_lmbda(lo, hi, seed, step, bs if cfg["per_sample_lmbda"] else None,
+                           str(cfg["lmbda_sampling"]), float(cfg["lmbda_power"])) if variable else lo
         x, caps = next(batches)
         x = x.to(device, non_blocking=True)
         if use_cl:
@@ -1088,9 +1194,11 @@ def _train(cfg: dict[str, Any], out: Path, resume: bool, d: Dist, device: torch.
         temb = clip_text[idx].to(device) if clip_text is not None else None
         lam_arg: float | Tensor = lam.to(device) if isinstance(lam, Tensor) else lam
 
+        k_p_scale = lpips_weight_scale(lam_arg, step, int(cfg["k_P_ramp_steps"] or 0),
+                                       cfg["k_P_lmbda_ref"]) if k_p > 0 else 1.0
         losses, aux, gnorm, ok = train_step(
             fwd, criterion, optimizer, aux_optimizer, main_params, aux_params,
-            x, text, lam_arg, variable, temb, float(cfg["clip_grad"]))
+            x, text, lam_arg, variable, temb, float(cfg["clip_grad"]), k_p_scale)
         if not ok:
             bad_steps += 1
             log(f"warning: non-finite gradient at step {step} (loss {float(losses['loss'].detach()):.4g}); "
@@ -1158,6 +1266,40 @@ def _train(cfg: dict[str, Any], out: Path, resume: bool, d: Dist, device: torch.
 # --------------------------------------------------------------------------------------------
 # Step-time profile
 # --------------------------------------------------------------------------------------------
+
+
+def resolve_auto(cfg: dict[str, Any], log: Callable[[str], None],
+                 profiler: Callable[..., list[dict[str, Any]]] | None = None) -> dict[str, Any] | None:
+    """Replace ``bf16: "auto"`` / ``threads: "auto"`` in ``cfg`` by the fastest measured setting.
+
+    Whether bf16 pays depends on the CPU (native bf16 units or not: 10x slower without them on an
+    AVX2-only machine, 1.7x faster with avx512_bf16) and the best thread count on what else runs,
+    so both are measured here, on this machine, with the run's own model, batch and crop (a few
+    steps each through :func:`profile_steps`). ``bf16`` decides ``channels_last`` too (they are
+    profiled together). The table and the choice go to the run log; returns the chosen row (None
+    when nothing was "auto").
+    """
+    auto_bf16, auto_threads = cfg["bf16"] == "auto", cfg["threads"] == "auto"
+    if not (auto_bf16 or auto_threads):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = sorted({1, cores}) if auto_threads else [max(1, int(cfg["threads"]))]
+    probe = {**cfg, "bf16": True, "threads": threads[0]}
+    rows = (profiler or profile_steps)(probe, threads, 2, 1, log)
+    if not auto_bf16:
+        want = "fp32" if not cfg["bf16"] else "bf16+channels_last"
+        rows = [r for r in rows if r["mode"] == want]
+    best = min(rows, key=lambda r: r["median_s"])
+    for r in rows:
+        log(f"auto profile: {r['mode']:<20} threads {r['threads']}: {r['median_s']:.3f} s/step")
+    if auto_bf16:
+        cfg["bf16"] = cfg["channels_last"] = best["mode"] != "fp32"
+    if auto_threads:
+        cfg["threads"] = int(best["threads"])
+    cfg["_auto_profile"] = {"rows": rows, "chosen": {"bf16": cfg["bf16"], "threads": cfg["threads"]}}
+    log(f"auto: chose bf16={cfg['bf16']} (channels_last={cfg['channels_last']}), "
+        f"threads={cfg['threads']} ({best['median_s']:.3f} s/step)")
+    return best
 
 
 def profile_steps(

@@ -230,7 +230,10 @@ class RateDistortionLoss(nn.Module):
         target: Tensor,
         lmbda: float | Tensor,
         text_emb: Tensor | None = None,
+        k_p_scale: float | Tensor = 1.0,
     ) -> dict[str, Tensor]:
+        """``k_p_scale`` multiplies ``k_P``: a float, or a (B,) tensor weighting each sample's LPIPS
+        (a λ-proportional LPIPS weight keeps the LPIPS/MSE ratio constant over the rate range)."""
         x_hat = output["x_hat"].float()
         target = target.float()
         b, _, h, w = target.shape
@@ -244,8 +247,13 @@ class RateDistortionLoss(nn.Module):
             distortion = float(lmbda) * out["mse"]
         loss = out["bpp"] + 255.0**2 * distortion
         if self.k_p > 0 and self.lpips is not None:
-            out["lpips"] = self.lpips(x_hat, target, normalize=self.lpips_normalize).mean()
-            loss = loss + self.k_p * out["lpips"]
+            per_sample_lpips = self.lpips(x_hat, target, normalize=self.lpips_normalize).reshape(b, -1).mean(1)
+            out["lpips"] = per_sample_lpips.mean()
+            if isinstance(k_p_scale, Tensor):
+                weighted = (k_p_scale.to(per_sample_lpips).reshape(-1) * per_sample_lpips).mean()
+            else:
+                weighted = float(k_p_scale) * out["lpips"]
+            loss = loss + self.k_p * weighted
         if self.k_j > 0 and self.joint is not None:
             if text_emb is None:
                 raise ValueError("k_J > 0 needs the captions' CLIP text embeddings")
