@@ -12,13 +12,14 @@ export TRANSFORMERS_OFFLINE ?= 1
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-lpips.txt requirements-lock.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-lpips.txt requirements-lock.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt -c requirements-lock.txt
 	$(PY) -m pip install -q --no-deps --require-hashes -r requirements-lpips.txt
+	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-setup: $(STAMP) ## create .venv and install the pinned requirements (idempotent)
+setup: $(STAMP) ## create .venv, install the pinned requirements and the project (editable, `taco` command; idempotent)
 
 browser: ## install Debian's chromium for the browser test (needs root; skipped otherwise)
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the browser test will be skipped"; }

@@ -17,11 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from app import bitstream  # noqa: E402
-from app.codec import LearnedCodec, load_codec, pad_tensor  # noqa: E402
-from app.images import to_rgb_array  # noqa: E402
+from app import bitstream
+from app.codec import LearnedCodec, load_codec, pad_tensor
+from app.images import to_rgb_array
 
 
 def main(argv: list[str] | None = None) -> int:

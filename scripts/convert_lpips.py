@@ -40,11 +40,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from app.lpips_offline import (  # noqa: E402 - after the sys.path fix for direct execution
+from app.lpips_offline import (
     CHECKPOINT_DIR,
     MANIFEST_PATH,
     NETS,

@@ -12,18 +12,16 @@ never to make a failing golden test pass: a failure means files users hold no lo
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from app import bitstream
+from app.codec import load_codec
+from app.models.factory import save_weights
 
-from app import bitstream  # noqa: E402
-from app.codec import load_codec  # noqa: E402
-from app.models.factory import save_weights  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 #: (tag, λ): the ends of elic-tiny's rate range.
 RATES = (("low", 0.0018), ("high", 0.0483))

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "tests"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+TESTS = ROOT / "tests"  # tests/hostile.py (the hostile uploads) is not part of the installed package
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
 
 READY = "LOAD_TEST_SERVER_READY"
 HOSTILE_KINDS = ("zero_bytes", "text_as_png", "png_bomb_valid_data", "tiff_float_nonfinite", "svg")
@@ -210,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
            str(args.max_seconds + 60)]
     if args.torch_threads:
         cmd += ["--torch-threads", str(args.torch_threads)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}  # app: the editable install
     server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True)
     try:

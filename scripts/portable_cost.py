@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -22,12 +21,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from app.codec import load_codec  # noqa: E402
-from app.evaluate import bd_rate  # noqa: E402
-from app.metrics import bpp, psnr  # noqa: E402
+from app.codec import load_codec
+from app.evaluate import bd_rate
+from app.metrics import bpp, psnr
 
 LMBDAS = (0.0018, 0.0054, 0.0161, 0.0483)
 

@@ -26,10 +26,9 @@ import shutil
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from app import evaluate
 
-from app import evaluate  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 LEARNED_RATES = ["--rates", "taco=0.0018,0.0054,0.0161,0.0483",
                  "--rates", "elic=0.0018,0.0054,0.0161,0.0483"]

@@ -28,11 +28,10 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from app.lpips_offline import sha256_file
+from app.models.factory import create_model, load_config, save_weights
 
-from app.lpips_offline import sha256_file  # noqa: E402
-from app.models.factory import create_model, load_config, save_weights  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def phase(run: Path, state: dict | None = None) -> dict:

@@ -16,11 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from app.codec import decompress, load_codec  # noqa: E402
-from app.images import to_rgb_array  # noqa: E402
-from app.models.factory import create_model  # noqa: E402
+from app.codec import decompress, load_codec
+from app.images import to_rgb_array
+from app.models.factory import create_model
 
 
 def best(fn, repeat: int) -> tuple[float, object]:
