@@ -155,7 +155,7 @@ class LearnedCodec:
     """
 
     def __init__(self, name: str, variants: list[_Variant], description: str = "",
-                 coding: str = bitstream.PORTABLE):
+                 coding: str = bitstream.PORTABLE, device: str = "cpu"):
         if not variants:
             raise ConfigError(f"codec {name!r} has no weights")
         if coding not in CODINGS:
@@ -164,6 +164,9 @@ class LearnedCodec:
         #: How this codec *encodes*: "portable" (exact entropy model, decodes the same on every
         #: machine) or "float" (the official float32 arithmetic). Decoding follows each file.
         self.coding = coding
+        #: Where the model runs ("cpu", "cuda", "cuda:1"); files are the same bytes-level format
+        #: everywhere, and portable ones decode the same on any device.
+        self.device = device
         self.description = description
         self._variants = variants
         self.cfg = variants[0].cfg
@@ -203,6 +206,8 @@ class LearnedCodec:
         with variant.lock:
             if variant.model is None:
                 variant.model = _build_model(variant)
+            if self.device != "cpu":
+                variant.model.to(self.device)  # no-op once there
             return variant.model
 
     def resolve_lmbda(self, lmbda: float | None) -> float:
@@ -228,7 +233,7 @@ class LearnedCodec:
         from app.text import clean_caption, get_text_encoder
 
         enc = get_text_encoder(self.text_encoder_kind)
-        return enc.encode([clean_caption(caption or "")])
+        return enc.encode([clean_caption(caption or "")]).to(self.device)
 
     # -- coding -------------------------------------------------------------------------------
 
@@ -266,7 +271,7 @@ class LearnedCodec:
                 f"{MAX_CODEC_PIXELS / 1e6:.1f} MP (TACO_MAX_PIXELS); downscale it first"
             )
         t0 = time.perf_counter()
-        x_pad = pad_tensor(arr)
+        x_pad = pad_tensor(arr).to(self.device)
         text = self.text_states(caption)
         if target_bpp is not None:
             if not (math.isfinite(target_bpp) and target_bpp > 0):
@@ -399,7 +404,7 @@ class LearnedCodec:
                 + (", made for the CPU class that wrote it)" if header.coding == bitstream.FLOAT
                    else ")")
             )
-        return out["x_hat"][0, :, : header.height, : header.width]
+        return out["x_hat"][0, :, : header.height, : header.width].cpu()
 
 
 def _rans_guard(string: bytes, n_symbols: int) -> bytes:
@@ -518,7 +523,7 @@ def _embedded_weights(config_name: str) -> tuple[Path, str | None]:
 
 
 def _make_learned(name: str, checkpoint: str | os.PathLike | None, allow_random: bool,
-                  coding: str = bitstream.PORTABLE) -> LearnedCodec:
+                  coding: str = bitstream.PORTABLE, device: str = "cpu") -> LearnedCodec:
     from app.models.factory import load_config
 
     spec = LEARNED[name]
@@ -533,7 +538,7 @@ def _make_learned(name: str, checkpoint: str | os.PathLike | None, allow_random:
             if not m:
                 raise ConfigError(f"cannot tell the rate of {path.name}: expected lambda_<λ>.pth.tar")
             fixed = as_float32(float(m.group(1)))
-        return LearnedCodec(name, [_Variant(cfg, path, fixed)], spec.description, coding)
+        return LearnedCodec(name, [_Variant(cfg, path, fixed)], spec.description, coding, device)
     if spec.kind == "official":
         files = official_checkpoints(name)
         if not files:
@@ -543,7 +548,7 @@ def _make_learned(name: str, checkpoint: str | os.PathLike | None, allow_random:
                 "download lambda_*.pth.tar from the TACO authors and put them there"
             )
         variants = [_Variant(cfg, p, lam) for lam, p in sorted(files.items())]
-        return LearnedCodec(name, variants, spec.description, coding)
+        return LearnedCodec(name, variants, spec.description, coding, device)
     if spec.kind == "embedded":
         path, sha = _embedded_weights(spec.config)
         if path.is_file():
@@ -553,7 +558,8 @@ def _make_learned(name: str, checkpoint: str | os.PathLike | None, allow_random:
                     f"{path.name} does not match checkpoints/manifest.json (sha256 {actual[:12]}…); "
                     "re-download or retrain it"
                 )
-            return LearnedCodec(name, [_Variant(cfg, path, None, actual)], spec.description, coding)
+            return LearnedCodec(name, [_Variant(cfg, path, None, actual)], spec.description,
+                                coding, device)
         if not _allow_random(allow_random):
             raise MissingModelError(
                 f"weights for {name!r} ({path.name}) are not in checkpoints/: train them with "
@@ -562,11 +568,29 @@ def _make_learned(name: str, checkpoint: str | os.PathLike | None, allow_random:
     elif not _allow_random(allow_random):
         raise MissingModelError(f"{name!r} has random weights only: pass allow_random=True")
     variant = _Variant(cfg, None, None, random_fingerprint(spec.config))
-    return LearnedCodec(name, [variant], spec.description + " [RANDOM WEIGHTS]", coding)
+    return LearnedCodec(name, [variant], spec.description + " [RANDOM WEIGHTS]", coding,
+                        device)
 
 
 _CACHE: dict[tuple, Codec] = {}
 _CACHE_LOCK = threading.Lock()
+
+
+def _check_device(device: str) -> str:
+    """A normalised device string, or a one-line :class:`ConfigError`."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {device!r} (cpu, cuda or cuda:N)") from None
+    if dev.type == "cpu":
+        return "cpu"
+    if dev.type != "cuda":
+        raise ConfigError(f"device must be cpu or cuda, not {device!r}")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: CUDA is not available in this process")
+    return str(dev)
 
 
 def load_codec(
@@ -574,6 +598,7 @@ def load_codec(
     checkpoint: str | os.PathLike | None = None,
     allow_random: bool = False,
     coding: str = bitstream.PORTABLE,
+    device: str = "cpu",
 ) -> Codec:
     """The codec called ``name`` (cached): "taco", "elic", "taco-official", "jpeg", ...
 
@@ -581,11 +606,14 @@ def load_codec(
     weights are asked for explicitly (``allow_random=True`` or ``TACO_ALLOW_RANDOM=1``). Learned
     codecs encode with the portable coding path unless ``coding="float"`` (the official float32
     arithmetic, whose files decode only on CPUs with the encoder's float kernels).
+    ``device`` ("cpu", "cuda", "cuda:N") is where a learned model runs; classical codecs ignore it.
     """
     name = name.strip().lower()
     if coding not in CODINGS:
         raise ConfigError(f"coding must be one of {', '.join(CODINGS)}, got {coding!r}")
-    key = (name, str(checkpoint) if checkpoint else None, _allow_random(allow_random), coding)
+    device = _check_device(device)
+    key = (name, str(checkpoint) if checkpoint else None, _allow_random(allow_random), coding,
+           device)
     with _CACHE_LOCK:
         if key in _CACHE:
             return _CACHE[key]
@@ -594,7 +622,7 @@ def load_codec(
 
         codec: Codec = get_classical_codec(name)
     elif name in LEARNED:
-        codec = _make_learned(name, checkpoint, allow_random, coding)
+        codec = _make_learned(name, checkpoint, allow_random, coding, device)
     else:
         raise ConfigError(
             f"unknown codec {name!r}; choose from {', '.join([*LEARNED, *CLASSICAL])}"
@@ -640,7 +668,7 @@ def decoder_key(header: bitstream.Header) -> tuple[str, str | None, bool]:
         raise BitstreamError(f"bitstream names an unknown model {header.model_id!r}")
     with _CACHE_LOCK:
         items = list(_CACHE.items())
-    for (name, checkpoint, allow_random, _coding), codec in items:
+    for (name, checkpoint, allow_random, _coding, _device), codec in items:
         if not isinstance(codec, LearnedCodec) or codec.name != header.model_id:
             continue
         try:

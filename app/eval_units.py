@@ -94,8 +94,8 @@ class EvalPlan:
 
 def make_plan(images: Path, codecs: Sequence[str], rates: Mapping[str, Sequence[float] | None] | None,
               captions: Path | None, limit: int | None, caption_mode: str,
-              select_by: str = "lpips") -> EvalPlan:
-    """Resolve images, captions, codecs and rates (loads the codecs)."""
+              select_by: str = "lpips", device: str = "cpu") -> EvalPlan:
+    """Resolve images, captions, codecs and rates (loads the codecs, learned ones on ``device``)."""
     names = [c.strip().lower() for c in codecs if c.strip()]
     if not names:
         raise ConfigError("no codec given")
@@ -106,7 +106,7 @@ def make_plan(images: Path, codecs: Sequence[str], rates: Mapping[str, Sequence[
     files = list_images(images, limit)
     per_image = eval_captions.policy_captions(caption_mode, files,
                                               eval_captions.load_caption_lists(captions))
-    loaded = {name: get_codec(name) for name in names}
+    loaded = {name: get_codec(name, device) for name in names}
     plan = {
         name: [float(r) for r in ((rates or {}).get(name) or default_rates(name, codec))]
         for name, codec in loaded.items()

@@ -227,8 +227,9 @@ def default_rates(name: str, codec: EvalCodec) -> list[float]:
     raise ConfigError(f"codec {name!r} has neither a rate ladder nor a rate range: pass --rates")
 
 
-def get_codec(name: str) -> EvalCodec:
-    """A classical codec, or a learned one through ``app.codec.load_codec`` (imported lazily)."""
+def get_codec(name: str, device: str = "cpu") -> EvalCodec:
+    """A classical codec, or a learned one through ``app.codec.load_codec`` (imported lazily),
+    its model on ``device``."""
     from app.classical import get_classical_codec, is_classical
 
     if is_classical(name):
@@ -237,7 +238,7 @@ def get_codec(name: str) -> EvalCodec:
         from app.codec import load_codec
     except ImportError as exc:
         raise MissingModelError(f"learned codec {name!r} needs app.codec, which is not available") from exc
-    return load_codec(name)
+    return load_codec(name, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -788,6 +789,7 @@ def run_eval(
     select_by: str = "lpips",
     dist: eval_dist.DistInfo | None = None,
     realism: Realism | None = None,
+    device: str = "cpu",
 ) -> EvalResult:
     """Evaluate ``codecs`` on the images of ``images``; write CSV, JSON, markdown and plots.
 
@@ -814,7 +816,7 @@ def run_eval(
 
     info = dist or eval_dist.DistInfo()
     realism = realism or realism_mod.Realism.off("not requested")
-    plan = eu.make_plan(images, codecs, rates, captions, limit, caption_mode, select_by)
+    plan = eu.make_plan(images, codecs, rates, captions, limit, caption_mode, select_by, device)
     names = plan.names
     anchor = (anchor or ("jpeg" if "jpeg" in names else names[0])).lower()
     if anchor not in names:
@@ -1027,8 +1029,8 @@ def setup_args(parser: argparse.ArgumentParser | None = None) -> argparse.Argume
                              "lpips_paper ([0,1] inputs, the official scripts' convention)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="cpu: gloo process group under torchrun; cuda: NCCL, each rank "
-                             "pinned to GPU LOCAL_RANK, where FID's Inception runs (the codecs "
-                             "run where app.codec runs them)")
+                             "pinned to GPU LOCAL_RANK, where its learned codecs and FID's "
+                             "Inception run (files stay portable: they decode the same on CPU)")
     parser.add_argument("--inception-weights", type=Path, default=None, metavar="PATH",
                         help="torch-fidelity Inception weights for FID/KID (default: its file in "
                              "the torch hub cache, if there; never downloaded)")
@@ -1067,7 +1069,7 @@ def run_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -
             bd_method=args.bd_method, plotlyjs=plotlyjs,
             progress=not args.no_progress and info.main,
             command=command, caption_mode=args.caption_mode, select_by=args.best_of_by, dist=info,
-            realism=real,
+            realism=real, device=args.device,
         )
     except TacoError as exc:
         print(f"error: {exc}", file=sys.stderr)

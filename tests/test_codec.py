@@ -170,3 +170,30 @@ def test_cli_corrupted_bitstream(tmp_path, capsys):
     assert cli_main(["decompress", str(bad), "-o", str(tmp_path / "r.png")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and len(err.strip().splitlines()) == 1
+
+
+def test_device_is_validated_and_cpu_is_the_default(elic, img):
+    import torch
+
+    from app.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown device|device must be"):
+        load_codec("elic-tiny", allow_random=True, device="tpu")
+    explicit = load_codec("elic-tiny", allow_random=True, device="cpu")
+    assert explicit is elic and elic.device == "cpu"  # one cache entry for the same device
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            load_codec("elic-tiny", allow_random=True, device="cuda")
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ["elic-tiny", "taco-tiny"])
+def test_cuda_encoded_portable_file_decodes_on_cpu(name, img):
+    gpu = load_codec(name, allow_random=True, device="cuda")
+    cpu = load_codec(name, allow_random=True)
+    data = gpu.compress(img, "a caption", lmbda=gpu.rate_range[1])
+    assert read_header(data).coding == "portable"
+    on_cpu = np.asarray(cpu.decompress(data)).astype(int)  # raises if the symbols differ
+    on_gpu = np.asarray(gpu.decompress(data)).astype(int)
+    diff = np.abs(on_cpu - on_gpu)
+    assert diff.max() <= 1 and (diff > 0).mean() <= 0.01

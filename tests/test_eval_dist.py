@@ -146,7 +146,7 @@ def fake_codec(monkeypatch):
     monkeypatch.setattr(app.metrics, "ms_ssim", lambda a, b: float(np.mean(a == b)))
     fake = _CaptionQualityCodec()
     module = types.ModuleType("app.codec")
-    module.load_codec = lambda name, checkpoint=None: fake  # type: ignore[attr-defined]
+    module.load_codec = lambda name, checkpoint=None, device="cpu": fake  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "app.codec", module)
     return fake
 

@@ -233,7 +233,7 @@ def test_learned_codec_is_loaded_lazily_with_defaults(tmp_path, eval_run, monkey
     images, _, _ = eval_run
     fake = _FakeLearned()
     module = types.ModuleType("app.codec")
-    module.load_codec = lambda name, checkpoint=None: fake  # type: ignore[attr-defined]
+    module.load_codec = lambda name, checkpoint=None, device="cpu": fake  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "app.codec", module)
     res = evaluate.run_eval(images, ["fake", "jpeg"], tmp_path, {"jpeg": [20, 60]},
                             captions=None, anchor="jpeg", limit=1, progress=False)
@@ -308,7 +308,7 @@ def test_caption_modes_measure_the_caption_effect(tmp_path, eval_run, monkeypatc
     fake = _FakeLearned()
     fake.rate_ladder = [10.0]
     module = types.ModuleType("app.codec")
-    module.load_codec = lambda name, checkpoint=None: fake  # type: ignore[attr-defined]
+    module.load_codec = lambda name, checkpoint=None, device="cpu": fake  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "app.codec", module)
     caps = tmp_path / "caps.json"
     caps.write_text(json.dumps({"a_small.png": "a caption", "b_large.png": ["b caption", "x"]}))
@@ -325,7 +325,7 @@ def test_rerun_after_new_weights_measures_that_codec_again(tmp_path, eval_run, m
     fake.rate_ladder = [40.0]
     fake.fingerprint = lambda lmbda=None: b"\x01" * 8  # type: ignore[attr-defined]
     module = types.ModuleType("app.codec")
-    module.load_codec = lambda name, checkpoint=None: fake  # type: ignore[attr-defined]
+    module.load_codec = lambda name, checkpoint=None, device="cpu": fake  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "app.codec", module)
     out = tmp_path / "out"
     run = dict(rates={"jpeg": [60]}, progress=False)
