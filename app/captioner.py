@@ -1,10 +1,10 @@
 """Optional auto-caption with BLIP (`Salesforce/blip-image-captioning-base`) through transformers.
 
-The captioner's weights are not obtainable offline (spec/offline.md §1), so the app's default is a
-user-typed caption. When the weights are present — a folder from `model_dir` or `$TACO_BLIP_DIR`,
-or the Hugging Face cache — or when the hub is reachable and offline mode is off, `caption_image`
-writes an unconditional caption. Otherwise it raises `MissingModelError` with one line saying what
-is missing and how to get it, without waiting on the network.
+The captioner's weights are not obtainable offline (no package registry ships them), so the app's
+default is a user-typed caption. When the weights are present — a folder from `model_dir` or
+`$TACO_BLIP_DIR`, or the Hugging Face cache — or when the hub is reachable and offline mode is off,
+`caption_image` writes an unconditional caption. Otherwise it raises `MissingModelError` with one
+line saying what is missing and how to get it, without waiting on the network.
 
 `captioner_available()` is the UI's cheap check (it never loads the model).
 """

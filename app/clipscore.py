@@ -10,7 +10,8 @@ to 224 on the short side, bicubic, centre crop, OpenAI mean/std) and the caption
 CLIP's BPE (77 tokens, truncated). The range is [0, 100]; well-matched pairs typically score about
 25-35. (Hessel et al. 2021 use the weight 2.5 instead of 100; divide by 40 to compare.)
 
-The weights are not obtainable offline (spec/offline.md §1). Sources, first match wins:
+The weights are not obtainable offline (no package registry ships CLIP weights). Sources, first
+match wins:
 
 1. `model_dir` or `$TACO_OPENCLIP_DIR`: an open_clip folder (`open_clip_config.json` plus weights,
    as on the hub as `timm/vit_base_patch32_clip_224.openai`), a folder holding one weights file,

@@ -43,7 +43,7 @@ MANIFEST = CHECKPOINT_DIR / "manifest.json"
 PAD = 64
 #: Coding paths a learned codec can encode with (the file records which one it used).
 CODINGS = (bitstream.PORTABLE, bitstream.FLOAT)
-#: The six released TACO rate points (spec/taco.md §11).
+#: The six released TACO rate points: the λ's of the official ``lambda_*.pth.tar`` checkpoints.
 OFFICIAL_LAMBDAS = (0.0004, 0.0008, 0.0016, 0.004, 0.009, 0.015)
 _OFFICIAL_RE = re.compile(r"lambda_([0-9.eE+-]+)\.pth(?:\.tar)?$")
 
@@ -331,8 +331,8 @@ class LearnedCodec:
     def decompress_float(self, data: bytes) -> np.ndarray:
         """Decoder output as an (H, W, 3) float32 array, **unclamped and unrounded**.
 
-        This is what the paper's PSNR is computed on (spec/taco.md §8); the image returned by
-        :meth:`decompress` is the clamped 8-bit version a user sees.
+        This is what the paper's PSNR is computed on (its eval scripts use the raw x̂); the image
+        returned by :meth:`decompress` is the clamped 8-bit version a user sees.
         """
         x_hat = self._decode_tensor(*self._unpack_own(data))
         return np.ascontiguousarray(x_hat.permute(1, 2, 0).float().numpy())

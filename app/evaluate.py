@@ -2,7 +2,7 @@
 
 For every (image, codec, rate) the codec really encodes and decodes the image; bpp comes from the
 byte count (8·bytes / (H·W) of the original image), quality from the decoded pixels
-(`app.metrics`, conventions of spec/taco.md §8):
+(`app.metrics`; the demo's headline numbers, with the paper's conventions in extra columns):
 
 ==============  ============================================================================
 column          meaning

@@ -17,7 +17,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.errors import ImageInputError
 
-#: Longest side the demo works on (CPU budget; see spec/taco.md §12.7).
+#: Longest side the demo works on (CPU budget: one 1/2-resolution activation of the full-width
+#: model is about 0.8 GB at 2048², so the long side is capped).
 DEFAULT_MAX_SIDE = 1024
 #: Images with more pixels than this are refused before decoding (decompression bombs).
 MAX_PIXELS = 64_000_000

@@ -1,4 +1,4 @@
-"""Image-quality and rate metrics, with the conventions of spec/taco.md §8 spelled out.
+"""Image-quality and rate metrics, with the demo's and the paper's conventions spelled out.
 
 Inputs
 ------

@@ -1,11 +1,12 @@
 """Decode untrusted `.taco` files in a child process.
 
 compressai's rANS decoder is native code that trusts its input; `app.codec` bounds what it can
-read (docs/ROBUSTNESS.md, finding 1), but that bound comes from reading the decoder's source and
-fuzzing, not from a proof. For files uploaded by strangers (the demo's decode tab) the decoder
-therefore runs in a separate, reused worker process: a crash of native code or a decode that runs
-past ``TACO_DECODE_TIMEOUT_S`` (default 120 s) kills only the worker and becomes a one-line
-`BitstreamError`; the server and every other user carry on, and the next file gets a fresh worker.
+read (a zero guard after every string; docs/ROBUSTNESS.md §1), but that bound comes from reading
+the decoder's source and fuzzing, not from a proof. For files uploaded by strangers (the demo's
+decode tab) the decoder therefore runs in a separate, reused worker process: a crash of native
+code or a decode that runs past ``TACO_DECODE_TIMEOUT_S`` (default 120 s) kills only the worker
+and becomes a one-line `BitstreamError`; the server and every other user carry on, and the next
+file gets a fresh worker.
 
 The container is validated (magic, version, sizes, CRC) in the calling process first, so garbage
 never costs a worker start. The worker loads the same weights the caller would have used

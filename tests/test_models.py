@@ -492,7 +492,7 @@ def test_load_weights_errors(tmp_path: Path, elic: ELIC) -> None:
 
 
 def _official_style_checkpoint(model: ELIC) -> dict[str, Any]:
-    """A checkpoint shaped like TACO's train.py output (README §3 of the reference folder)."""
+    """A checkpoint shaped like TACO's train.py output (DDP ``module.`` prefix, old EB names)."""
     renames = {"matrices": "_matrix", "biases": "_bias", "factors": "_factor"}
     state: dict[str, torch.Tensor] = {}
     for key, value in model.state_dict().items():

@@ -116,7 +116,10 @@ _BIG_GAIN = ("h_s.", "entropy_parameters_anchor.", "entropy_parameters_nonanchor
 
 
 def crc32_randn_fill(model: torch.nn.Module) -> None:
-    """The reference fill rule ``crc32-randn-v1`` (README §4), then eval() and update(force=True)."""
+    """Fill rule ``crc32-randn-v1``, then eval() and update(force=True).
+
+    Each tensor is ``torch.randn`` seeded with the CRC-32 of its canonical key, scaled per kind.
+    """
     with torch.no_grad():
         for key, tensor in model.state_dict().items():
             if key.endswith(_NOT_FILLED) or key == "entropy_bottleneck.target":

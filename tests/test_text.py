@@ -343,7 +343,7 @@ def test_minilm_shapes_and_tokens(minilm) -> None:  # type: ignore[no-untyped-de
     assert out.shape == (2, TEXT_LEN, 384) and out.dtype == torch.float32
     assert torch.isfinite(out).all()
     norms = out[0, 1:8].norm(dim=-1)
-    assert ((norms > 3) & (norms < 20)).all()  # token norms are about 9 (spec/offline.md §4)
+    assert ((norms > 3) & (norms < 20)).all()  # MiniLM token norms are about 9
 
     ids = minilm.tokenizer(caps, padding="max_length", max_length=38, truncation=True)["input_ids"]
     assert ids[0][0] == 101 and 102 in ids[0] and ids[0][-1] == 0

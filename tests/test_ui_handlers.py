@@ -495,7 +495,7 @@ def test_decode_rejects_garbage(fake, tmp_path):
 
 
 def test_decode_tab_refuses_huge_claims_before_any_model_runs(fake, tmp_path, monkeypatch):
-    """Robustness finding D: a tiny file claiming a big image is refused from its header alone."""
+    """A tiny file claiming a big image is refused from its header alone."""
     side = int((H.DECODE_MAX_PIXELS + 1) ** 0.5) + 1
     p = tmp_path / "big.taco"
     p.write_bytes(b"193 bytes that claim a big image")

@@ -1,9 +1,11 @@
 """TACO's text adapter: the Injector (image attends to text) and the Extractor (text attends to image).
 
-Spec/taco.md §3. Key names follow the official checkpoints (``text_feature_dim_proj`` /
-``image_feature_dim_proj``, ``image_norm``, ``text_norm``, ``cross_attn``, ``gamma``).
+ViT-Adapter style, 8-head cross-attention. Key names follow the official checkpoints
+(``text_feature_dim_proj`` / ``image_feature_dim_proj``, ``image_norm``, ``text_norm``,
+``cross_attn``, ``gamma``).
 
-The two compatibility quirks of the official code are reproduced on purpose (§3.4):
+The two compatibility quirks of the official code are reproduced on purpose (official weights
+give wrong results without them):
 
 1. the Injector adds its gated attention term to the **LayerNormed** image tokens, not to the raw
    features, so even with ``gamma == 0`` the block applies a per-position channel LayerNorm;

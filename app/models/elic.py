@@ -1,6 +1,6 @@
 """ELIC in the JiangWeibeta ``9f0d716`` / TACO layout, as a CompressAI ``CompressionModel``.
 
-Clean-room implementation of spec/taco.md §2 (facts of the official checkpoints; no official code).
+Clean-room implementation of the official checkpoints' layout (no official code copied).
 Attribute names follow the official state_dict: ``g_a.analysis_transform.i``,
 ``g_s.synthesis_transform.i``, ``h_a.reduction``, ``h_s.increase``, ``local_context``,
 ``channel_context`` (index 0 a parameter-less placeholder, inner ``fushion``),
@@ -360,7 +360,7 @@ class ELIC(CompressionModel):
         lmbda: float | Tensor | None = None,
         text_mask: Tensor | None = None,
     ) -> dict[str, Any]:
-        """Noise-relaxed likelihoods and straight-through reconstruction (spec §2.6).
+        """Noise-relaxed likelihoods and straight-through reconstruction (official "mixed" mode).
 
         ŷ = round(y − μ) + μ and ẑ = round(z − median) + median (straight-through gradients); the
         likelihoods use additive uniform noise in training mode and the rounded values in eval

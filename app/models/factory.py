@@ -3,9 +3,10 @@
 - :func:`create_model` builds ELIC or TACO from a config dict (random initialisation; the
   ``weights_source`` attribute stays ``None`` until a loader fills the weights, so callers can
   refuse to run an untrained embedded model).
-- :func:`load_official_checkpoint` reads the released TACO ``lambda_*.pth.tar`` format (README §3 of
-  the reference folder): a dict with ``state_dict`` (``module.`` prefix, compressai ≤1.2.6
-  entropy-bottleneck names, empty (0,) coder tables) or a bare state_dict; strict key check.
+- :func:`load_official_checkpoint` reads the released TACO ``lambda_*.pth.tar`` format (as the
+  official training code saves it, under DDP): a dict with ``state_dict`` (``module.`` prefix,
+  compressai ≤1.2.6 entropy-bottleneck names, empty (0,) coder tables) or a bare state_dict;
+  strict key check.
 - :func:`save_weights` / :func:`load_weights` use safetensors (optionally fp16 storage; loading
   always casts back to fp32) with the config in the file metadata.
 """

@@ -1,8 +1,9 @@
-"""Building blocks of the JiangWeibeta / TACO ELIC layout (spec/taco.md §2).
+"""Building blocks of the JiangWeibeta / TACO ELIC layout.
 
 Every class here keeps the attribute names of the official checkpoints (``branch``, ``fusion``,
 ``fushion``), so that ``state_dict`` keys line up one to one. The checkerboard helpers implement the
-official anchor parity: anchors sit where ``(row + col)`` is **odd** (spec §2.5).
+official anchor parity: anchors sit where ``(row + col)`` is **odd**, as in the official
+checkpoints (CompressAI's ``anchor_parity="odd"``; its default is "even").
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def squeeze_half(t: Tensor, parity: int) -> Tensor:
     """Keep one checkerboard half of ``t`` (B, C, H, W) as a dense (B, C, H, W/2) tensor.
 
     Row ``r`` keeps the columns ``c`` with ``(r + c) % 2 == parity``, in increasing order, so a
-    C-order flattening of the result is the official symbol order of that half (spec §2.5).
+    C-order flattening of the result is the official symbol order of that half (per slice, the
+    anchor half then the non-anchor half, each in C order over (C, H, W/2)).
     """
     b, c, h, w = t.shape
     if w % 2:

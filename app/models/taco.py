@@ -1,4 +1,4 @@
-"""TACO = ELIC + a text adapter inside g_a (spec/taco.md §3).
+"""TACO = ELIC + a text adapter inside g_a.
 
 ``g_a.analysis_transform`` gets an Injector at index 8 (1/4 resolution, before AttentionBlock(N)),
 and an Extractor then a second Injector at 14 and 15 (1/8 resolution, before the last downsampling

@@ -1,6 +1,6 @@
 """Training data: (image crop, caption) pairs from caption folders and COCO annotation files.
 
-Design for a 2-core CPU machine (spec/offline.md §7):
+Design for a 2-core CPU machine, where any extra per-step work slows training noticeably:
 
 * **Decode once, crop many times.** Every image is decoded once at start-up, converted to RGB
   (greyscale, CMYK, palette, 16-bit and alpha are handled; alpha is flattened onto white), and
@@ -24,10 +24,11 @@ Captions: a folder source reads a ``{filename: caption | [captions]}`` JSON (the
 "annotations": [{image_id, caption}]}``. One caption is sampled per step; images without a
 caption get ``""``.
 
-Hard rule (spec/offline.md §6): Kodak and ``coco_val2017`` are evaluation sets. Any path that
-resolves into a folder named exactly ``kodak`` or ``coco_val2017`` (case-insensitive; so
-``coco_val2017_train`` is allowed) raises :class:`EvalDataError`, for image roots, caption files and
-every single image file (symlinks are resolved).
+Hard rule: Kodak and ``coco_val2017`` are the held-out evaluation sets, never used for training,
+fine-tuning or model selection. Any path that resolves into a folder named exactly ``kodak`` or
+``coco_val2017`` (case-insensitive; so ``coco_val2017_train`` is allowed) raises
+:class:`EvalDataError`, for image roots, caption files and every single image file (symlinks are
+resolved).
 """
 
 from __future__ import annotations

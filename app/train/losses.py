@@ -1,4 +1,4 @@
-"""Training objectives (spec/taco.md §6).
+"""Training objectives, after the official TACO ``RateDistortionLoss``.
 
 ``L = bpp + λ·255²·MSE(x̂, x) + k_P·LPIPS(x̂, x) + k_J·L_J``
 
@@ -17,7 +17,7 @@
   embeddings after the differentiable CLIP preprocessing of :func:`clip_preprocess`. Gradients flow
   only through x̂. k_P and k_J are not multiplied by λ.
 
-Offline there are no CLIP weights (spec/taco.md §14): :func:`load_clip` returns ``None`` with a
+Offline there are no CLIP weights (no package ships them): :func:`load_clip` returns ``None`` with a
 reason and the trainer sets k_J = 0 with a logged notice. The loss itself is fully implemented and
 tested on a tiny random open_clip model (:func:`build_tiny_clip`).
 """
@@ -59,7 +59,7 @@ def psnr_from_mse(mse: float, peak: float = 1.0) -> float:
 
 
 def clip_preprocess(x: Tensor, size: int = 224) -> Tensor:
-    """Differentiable CLIP image preprocessing of [0, 1] images (spec/taco.md §6).
+    """Differentiable CLIP image preprocessing of [0, 1] images, as in the official loss.
 
     Resize the short side to ``size`` (bilinear, antialiased: torchvision ``Resize`` on tensors),
     center-crop ``size``², normalise with CLIP's mean/std. The official ×255 … ×1/255 pair is an
@@ -198,7 +198,7 @@ def load_clip(
 
 
 class RateDistortionLoss(nn.Module):
-    """``bpp + λ·255²·MSE + k_P·LPIPS + k_J·L_J`` (spec/taco.md §6).
+    """``bpp + λ·255²·MSE + k_P·LPIPS + k_J·L_J``, the form of the official TACO objective.
 
     ``lpips`` is a frozen module called as ``lpips(x_hat, x, normalize=True)`` (standard
     convention); ``joint`` a :class:`JointImageTextLoss`. Either may be ``None`` when its

@@ -1418,7 +1418,7 @@ def decode_bitstream(file: Any, backend: Backend | None = None) -> tuple[np.ndar
         data = path.read_bytes()
     header = backend.read_header(data)
     h, w = int(header.height), int(header.width)
-    if h * w > DECODE_MAX_PIXELS:  # robustness finding D: bound the work before any model runs
+    if h * w > DECODE_MAX_PIXELS:  # a forged header must not buy work: refuse before any model runs
         raise BitstreamError(
             f"{_safe_stem(Path(fname).stem)} holds a {w}×{h} image; this demo decodes up to "
             f"{DECODE_MAX_PIXELS / 1e6:.1f} MP — use `python -m app decompress` for bigger files"
@@ -1482,7 +1482,8 @@ class RefCurve:
     published: bool = False
 
 
-#: Retrieved third-party numbers (spec/taco.md §10 a, d), drawn dotted and labelled with sources.
+#: Third-party published numbers (official TACO checkpoints and official ELIC on Kodak), drawn
+#: dotted and labelled with their sources.
 PUBLISHED_CURVES: tuple[RefCurve, ...] = (
     RefCurve(
         name="Official TACO checkpoints",

@@ -705,8 +705,8 @@ def build_demo(
             api_visibility="private",
             **light,
         )
-        # queued (robustness finding C): the notice decodes the whole upload, so concurrent
-        # uploads must be bounded like every other heavy event
+        # queued: the notice decodes the whole upload, so concurrent uploads must be bounded
+        # like every other heavy event
         image.change(input_notice, [image], [image_note],
                      api_visibility="private", show_progress="hidden", concurrency_limit=2,
                      concurrency_id="input_notice")
