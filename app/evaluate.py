@@ -36,7 +36,8 @@ per-codec curves of mean bpp vs mean quality. Log-rate is interpolated as a func
 and integrated over the *overlapping* quality interval; the result is
 ``(exp(mean Δlog-rate) − 1)·100`` %, negative = fewer bits than the anchor at equal quality.
 Default interpolation: **piecewise cubic Hermite (PCHIP, Fritsch–Carlson monotone slopes)**,
-integrated exactly, as in the newer VCEG/JVET reference sheets; ``--bd-method cubic`` uses the
+``scipy.interpolate.PchipInterpolator``, integrated exactly (its ``integrate``), as in the newer
+VCEG/JVET reference sheets; ``--bd-method cubic`` uses the
 original VCEG-M33 least-squares cubic polynomial (needs ≥ 4 points). Quality is PSNR (dB),
 MS-SSIM, and −LPIPS (LPIPS is lower-is-better, so its negation is used as quality).
 
@@ -68,6 +69,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
+from scipy.interpolate import PchipInterpolator
 
 from app import eval_captions, eval_dist
 from app.errors import ConfigError, ImageInputError, MissingModelError, TacoError
@@ -422,70 +424,6 @@ def summarize(rows: Iterable[Mapping[str, str]]) -> dict[str, list[dict[str, Any
     return out
 
 
-def _pchip_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Fritsch–Carlson monotone slopes (the PCHIP rule, incl. its three-point end slopes)."""
-    h = np.diff(x)
-    m = np.diff(y) / h
-    n = x.size
-    if n == 2:
-        return np.array([m[0], m[0]])
-    d = np.zeros(n)
-    for k in range(1, n - 1):
-        if m[k - 1] * m[k] > 0:
-            w1 = 2 * h[k] + h[k - 1]
-            w2 = h[k] + 2 * h[k - 1]
-            d[k] = (w1 + w2) / (w1 / m[k - 1] + w2 / m[k])
-
-    def edge(h0: float, h1: float, m0: float, m1: float) -> float:
-        e = ((2 * h0 + h1) * m0 - h0 * m1) / (h0 + h1)
-        if np.sign(e) != np.sign(m0):
-            return 0.0
-        if np.sign(m0) != np.sign(m1) and abs(e) > abs(3 * m0):
-            return 3 * m0
-        return float(e)
-
-    d[0] = edge(h[0], h[1], m[0], m[1])
-    d[-1] = edge(h[-1], h[-2], m[-1], m[-2])
-    return d
-
-
-def pchip_integral(x: Sequence[float], y: Sequence[float], lo: float, hi: float) -> float:
-    """∫ from lo to hi of the PCHIP interpolant through (x, y); x strictly increasing, lo ≥ x[0], hi ≤ x[-1]."""
-    xs = np.asarray(x, dtype=np.float64)
-    ys = np.asarray(y, dtype=np.float64)
-    d = _pchip_slopes(xs, ys)
-    total = 0.0
-    for k in range(xs.size - 1):
-        a, b = max(lo, xs[k]), min(hi, xs[k + 1])
-        if b <= a:
-            continue
-        hk = xs[k + 1] - xs[k]
-        mk = (ys[k + 1] - ys[k]) / hk
-        # y(t) = c0 + c1 t + c2 t² + c3 t³ with t = x − x_k (cubic Hermite on the segment)
-        c0, c1 = ys[k], d[k]
-        c2 = (3 * mk - 2 * d[k] - d[k + 1]) / hk
-        c3 = (d[k] + d[k + 1] - 2 * mk) / hk**2
-        ta, tb = a - xs[k], b - xs[k]
-
-        def prim(t: float, c0: float = c0, c1: float = c1, c2: float = c2, c3: float = c3) -> float:
-            return c0 * t + c1 * t**2 / 2 + c2 * t**3 / 3 + c3 * t**4 / 4
-
-        total += prim(tb) - prim(ta)
-    return float(total)
-
-
-def pchip_eval(x: Sequence[float], y: Sequence[float], xq: float) -> float:
-    """The PCHIP interpolant through (x, y) at ``xq`` (x strictly increasing, x[0] ≤ xq ≤ x[-1])."""
-    xs = np.asarray(x, dtype=np.float64)
-    ys = np.asarray(y, dtype=np.float64)
-    d = _pchip_slopes(xs, ys)
-    k = int(np.clip(np.searchsorted(xs, xq, side="right") - 1, 0, xs.size - 2))
-    hk = xs[k + 1] - xs[k]
-    t = (xq - xs[k]) / hk
-    return float((2 * t**3 - 3 * t**2 + 1) * ys[k] + (t**3 - 2 * t**2 + t) * hk * d[k]
-                 + (-2 * t**3 + 3 * t**2) * ys[k + 1] + (t**3 - t**2) * hk * d[k + 1])
-
-
 #: Columns compared at matched bpp (`matched_bpp`).
 MATCHED_COLUMNS: tuple[str, ...] = ("psnr", "ms_ssim", "lpips")
 
@@ -502,12 +440,13 @@ def matched_bpp(summary: Mapping[str, list[dict[str, Any]]], anchor: str
     out: dict[str, list[dict[str, Any]]] = {}
     if anchor not in summary:
         return out
-    curves: dict[str, tuple[np.ndarray, list[float]] | None] = {}  # col -> (log bpp, quality)
+    curves: dict[str, PchipInterpolator | None] = {}  # col -> quality as a function of log bpp
     for col in MATCHED_COLUMNS:
         ref = sorted((a["bpp"], a[col]) for a in summary[anchor]
                      if a["bpp"] and a["bpp"] > 0 and a[col] is not None)
         xs = np.log([b for b, _ in ref])
-        curves[col] = (xs, [q for _, q in ref]) if xs.size >= 2 and np.all(np.diff(xs) > 0) else None
+        ok = xs.size >= 2 and np.all(np.diff(xs) > 0)
+        curves[col] = PchipInterpolator(xs, [q for _, q in ref], extrapolate=False) if ok else None
     for codec, points in summary.items():
         if codec == anchor:
             continue
@@ -519,8 +458,8 @@ def matched_bpp(summary: Mapping[str, list[dict[str, Any]]], anchor: str
                 value = None
                 if curve is not None and p["bpp"] and p["bpp"] > 0:
                     lx = math.log(p["bpp"])
-                    if curve[0][0] <= lx <= curve[0][-1]:
-                        value = pchip_eval(curve[0], curve[1], lx)
+                    if curve.x[0] <= lx <= curve.x[-1]:
+                        value = float(curve(lx))
                 row[col] = p[col]
                 row[f"anchor_{col}"] = value
                 row[f"delta_{col}"] = None if value is None or p[col] is None else p[col] - value
@@ -561,8 +500,8 @@ def bd_rate(anchor_rates: Sequence[float], anchor_quality: Sequence[float],
     if not hi > lo:
         return None
     if method == "pchip":
-        ia = pchip_integral(qa, ra, lo, hi)
-        it = pchip_integral(qt, rt, lo, hi)
+        ia = float(PchipInterpolator(qa, ra).integrate(lo, hi))
+        it = float(PchipInterpolator(qt, rt).integrate(lo, hi))
     elif method == "cubic":
         pa = np.polyint(np.polyfit(qa, ra, 3))
         pt = np.polyint(np.polyfit(qt, rt, 3))

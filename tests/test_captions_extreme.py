@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-text_mod = pytest.importorskip("app.text", reason="app/text.py is not written yet")
-from app.errors import CaptionError  # noqa: E402
+from app import text as text_mod
+from app.errors import CaptionError
 
 clean_caption = text_mod.clean_caption
 MAX_CHARS: int = text_mod.MAX_CAPTION_CHARS
@@ -174,10 +174,8 @@ def test_captions_equal_after_cleaning_give_identical_files(taco: object) -> Non
 
 
 def test_ui_token_counter_reports_truncation() -> None:
-    try:
-        from app.ui import handlers as H
-    except ImportError as exc:
-        pytest.skip(f"app/ui/handlers.py not importable yet ({exc})")
+    from app.ui import handlers as H
+
     for name, text in EXTREME.items():
         md = H.caption_token_markdown(text, H.TINY_SET)
         assert isinstance(md, str) and md, name

@@ -300,19 +300,9 @@ def test_api_compress(case: hostile.Case, tiny: None) -> None:
 # ------------------------------------------------------------------------------- the UI handlers
 
 
-def _handlers_reason() -> str | None:
-    try:
-        import app.ui.handlers  # noqa: F401
-    except ImportError as exc:
-        return f"app/ui/handlers.py is not importable yet ({exc})"
-    return None
-
-
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_handler_load_image(case: hostile.Case, tmp_path: Path) -> None:
     """`load_image` is what both the comparison and the upload notice call first."""
-    if _handlers_reason():
-        pytest.skip(_handlers_reason() or "")
     from app.ui import handlers as H
 
     path = _write(tmp_path, case)
@@ -373,8 +363,6 @@ DEFAULT_UI = [c for c in CASES if c.expect == "error" or c.kind in UI_SAMPLE]
 @pytest.mark.parametrize("case", DEFAULT_UI, ids=[c.kind for c in DEFAULT_UI])
 def test_handler_compare(case: hostile.Case, tmp_path: Path, tiny: None) -> None:
     """The main compare handler with the tiny models: every refusal, and a sample of conversions."""
-    if _handlers_reason():
-        pytest.skip(_handlers_reason() or "")
     _compare(case, tmp_path)
 
 
@@ -394,6 +382,4 @@ REST_UI = [
 @pytest.mark.slow
 @pytest.mark.parametrize("case", REST_UI)
 def test_handler_compare_rest_of_corpus(case: hostile.Case, tmp_path: Path, tiny: None) -> None:
-    if _handlers_reason():
-        pytest.skip(_handlers_reason() or "")
     _compare(case, tmp_path)

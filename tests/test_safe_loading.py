@@ -183,8 +183,6 @@ def test_no_unsafe_loading_or_code_execution(path: Path) -> None:
 
 def test_lpips_converter_reads_pickles_only_through_the_allow_list() -> None:
     script = ROOT / "scripts" / "convert_lpips.py"
-    if not script.is_file():
-        pytest.skip("scripts/convert_lpips.py is not written yet")
     tree = ast.parse(script.read_text(encoding="utf-8"))
     unpicklers = [
         n for n in ast.walk(tree)
@@ -207,7 +205,8 @@ class _Payload:
 
 
 def test_safe_unpickler_refuses_code_before_running_it(tmp_path: Path) -> None:
-    lpips_offline = pytest.importorskip("app.lpips_offline")
+    from app import lpips_offline
+
     marker = tmp_path / "pwned"
     evil = pickle.dumps({"AlexNet_0": _Payload(marker)})
     with pytest.raises(pickle.UnpicklingError, match="not allowed"):
@@ -221,8 +220,9 @@ def test_safe_unpickler_refuses_code_before_running_it(tmp_path: Path) -> None:
 
 
 def test_safe_unpickler_still_reads_plain_arrays() -> None:
-    lpips_offline = pytest.importorskip("app.lpips_offline")
     import numpy as np
+
+    from app import lpips_offline
 
     blob = pickle.dumps({"w": np.arange(6, dtype=np.float32).reshape(2, 3)})
     out = lpips_offline.SafeUnpickler(io.BytesIO(blob)).load()
@@ -272,14 +272,6 @@ def _run_isolated(code: str, env_extra: dict[str, str]) -> subprocess.CompletedP
     )
 
 
-def _factory_reason() -> str | None:
-    try:
-        import app.models.factory  # noqa: F401
-    except ImportError as exc:
-        return f"app/models/factory.py is not importable yet ({exc})"
-    return None
-
-
 def _fake_checkpoints(folder: Path, tamper: bool) -> None:
     good = b"pretend these are the trained weights"
     (folder / "taco-small.safetensors").write_bytes(good + (b" (one byte changed)" if tamper else b""))
@@ -295,8 +287,6 @@ def _fake_checkpoints(folder: Path, tamper: bool) -> None:
 def test_tampered_embedded_checkpoint_is_refused(tmp_path: Path) -> None:
     """A copy of the weights that differs from manifest.json never loads (TACO_CHECKPOINT_DIR is
     read when app.codec is imported, hence the fresh interpreter)."""
-    if _factory_reason():
-        pytest.skip(_factory_reason() or "")
     _fake_checkpoints(tmp_path, tamper=True)
     proc = _run_isolated(
         """
@@ -318,8 +308,6 @@ def test_tampered_embedded_checkpoint_is_refused(tmp_path: Path) -> None:
 def test_checkpoint_matching_the_manifest_but_not_safetensors_fails_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if _factory_reason():
-        pytest.skip(_factory_reason() or "")
     import numpy as np
 
     import app.codec as codec
@@ -337,8 +325,6 @@ def test_checkpoint_matching_the_manifest_but_not_safetensors_fails_in_one_line(
 
 def test_malicious_official_checkpoint_is_refused_without_running_it(tmp_path: Path) -> None:
     """A pickled `lambda_*.pth.tar` that runs code on load: torch.load(weights_only=True) refuses."""
-    if _factory_reason():
-        pytest.skip(_factory_reason() or "")
     import torch
 
     marker = tmp_path / "pwned"
@@ -361,11 +347,9 @@ def test_malicious_official_checkpoint_is_refused_without_running_it(tmp_path: P
 
 def test_uploads_and_outputs_are_swept() -> None:
     """Gradio's upload/output cache is cleaned (delete_cache) and our .taco downloads pruned."""
-    try:
-        from app.ui import handlers as H
-        from app.ui import layout
-    except ImportError as exc:
-        pytest.skip(f"app/ui is not importable yet ({exc})")
+    from app.ui import handlers as H
+    from app.ui import layout
+
     frequency, age = layout.DELETE_CACHE
     assert 0 < frequency <= 3600 and 0 < age <= 24 * 3600
     demo = layout.build_demo(model_sets={H.TINY_SET.label: H.TINY_SET}, examples=[])
@@ -378,10 +362,8 @@ def test_uploads_and_outputs_are_swept() -> None:
 
 
 def test_download_folder_is_pruned(tmp_path: Path) -> None:
-    try:
-        from app.ui import handlers as H
-    except ImportError as exc:
-        pytest.skip(f"app/ui is not importable yet ({exc})")
+    from app.ui import handlers as H
+
     old = tmp_path / "abc" / "x.taco"
     old.parent.mkdir()
     old.write_bytes(b"x")
@@ -394,9 +376,7 @@ def test_download_folder_is_pruned(tmp_path: Path) -> None:
 
 
 def test_upload_size_is_bounded_at_launch() -> None:
-    try:
-        from app.ui import layout
-    except ImportError as exc:
-        pytest.skip(f"app/ui is not importable yet ({exc})")
+    from app.ui import layout
+
     limit = layout.launch_kwargs().get("max_file_size")
     assert limit is not None
