@@ -29,6 +29,15 @@ import numpy as np
 
 from app.errors import ConfigError
 
+
+def _home_relative(path: Path) -> str:
+    """``path`` with the user's home written as ``~`` (reports get committed and shared)."""
+    try:
+        return "~/" + str(path.relative_to(Path.home()))
+    except ValueError:
+        return str(path)
+
+
 #: torch-fidelity's Inception file name (what its loader would put in the torch hub cache).
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 #: torch-fidelity's KID defaults: 100 subsets of (at most) 1000 samples.
@@ -110,7 +119,8 @@ def resolve(weights: Path | None, enabled: bool = True, device: str = "cpu",
         if not path.is_file():
             return Realism.off(
                 f"no Inception weights (pass --inception-weights PATH, or put torch-fidelity's "
-                f"{INCEPTION_FILE} in the torch hub cache, {path.parent}); nothing was downloaded")
+                f"{INCEPTION_FILE} in the torch hub cache, {_home_relative(path.parent)}); "
+                "nothing was downloaded")
     try:
         import torch_fidelity  # noqa: F401
     except ImportError:
