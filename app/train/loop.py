@@ -49,7 +49,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from app.errors import ConfigError, MissingModelError
+from app.eval_dist import DistInfo
 from app.train.data import (
     CaptionedImageDataset,
     InfiniteShardedSampler,
@@ -215,21 +215,8 @@ def build_model_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Dist:
-    """Process-group facts for this process (world 1 without torchrun)."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
+#: Process-group facts for this process (world 1 without torchrun): the same record as eval's.
+Dist = DistInfo
 
 
 def init_distributed(device_kind: str) -> Dist:
