@@ -205,9 +205,7 @@ class LearnedCodec:
     def _model(self, variant: _Variant):
         with variant.lock:
             if variant.model is None:
-                variant.model = _build_model(variant)
-            if self.device != "cpu":
-                variant.model.to(self.device)  # no-op once there
+                variant.model = _build_model(variant).to(self.device)
             return variant.model
 
     def resolve_lmbda(self, lmbda: float | None) -> float:
