@@ -7,16 +7,10 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from app.display import PUBLISHED_COLOUR
+from app.display import colour as _colour
 from app.ui.handlers import RDPoint, RefCurve
 
-#: One colour per codec family, chosen for contrast on a projector and for colour-blind viewers.
-COLOURS: dict[str, str] = {
-    "taco": "#d62728",
-    "elic": "#1f5fbf",
-    "jpeg": "#7f7f7f",
-    "webp": "#2ca02c",
-    "avif": "#9467bd",
-}
 MARKERS: dict[str, str] = {
     "taco": "star",
     "elic": "circle",
@@ -26,18 +20,6 @@ MARKERS: dict[str, str] = {
     "avif@bpp": "triangle-up",
 }
 FONT = dict(family="Inter, system-ui, sans-serif", size=15)
-
-
-def _family(name: str) -> str:
-    key = name.lower()
-    for fam in ("taco", "elic", "jpeg", "webp", "avif"):
-        if fam in key:
-            return fam
-    return "other"
-
-
-def _colour(name: str) -> str:
-    return COLOURS.get(_family(name), "#444444")
 
 
 def rd_figure(
@@ -60,7 +42,7 @@ def rd_figure(
     legend_seen: set[str] = set()
 
     for ref in references:
-        colour = "#8c8c8c" if ref.published else _colour(ref.name)
+        colour = PUBLISHED_COLOUR if ref.published else _colour(ref.name)
         dash = "dot" if ref.published else ("dash" if "official" in ref.name.lower() else "solid")
         label = f"{ref.name} ({ref.dataset}{', published' if ref.published else ''})"
         hover = f"{label}<br>{ref.source}<br>bpp %{{x:.3f}}<br>%{{y:.4f}}<extra></extra>"
