@@ -8,7 +8,7 @@ high-water mark of the whole process, so it only grows.
 
 Default image: the first ``assets/*.png`` (sorted) if there is one, else scikit-image's
 ``astronaut`` (512×512, public domain). Default codecs: jpeg, webp, avif, plus taco and elic when
-``app.codec`` can load them (listed under ``"skipped"`` with the reason otherwise). Codecs named
+``app.codecs`` can load them (listed under ``"skipped"`` with the reason otherwise). Codecs named
 with ``--codecs`` must load.
 
 Extending: `run_bench` takes ``extra`` — named zero-argument callables timed the same way

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.errors import CaptionError, ImageInputError, MissingModelError
-from app.text import clean_caption, hf_cache_dir, hub_reachable, offline_mode
+from app.hub import hf_cache_dir, hub_reachable, offline_mode
+from app.settings import get_settings
+from app.text import clean_caption
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -65,7 +67,7 @@ def _folder_problem(folder: Path) -> str | None:
 
 def _resolve(model_dir: str | os.PathLike[str] | None) -> tuple[str, bool]:
     """(source, local_only): an explicit folder, else the hub id (local-only when offline)."""
-    folder = model_dir if model_dir is not None else os.environ.get(ENV_BLIP_DIR) or None
+    folder = model_dir if model_dir is not None else get_settings().blip_dir
     if folder is not None:
         path = Path(folder).expanduser().resolve()
         problem = _folder_problem(path)
@@ -95,7 +97,7 @@ def captioner_available(model_dir: str | os.PathLike[str] | None = None) -> tupl
     Usable when a complete local folder is configured, when the Hugging Face cache holds the
     model, or when the hub is reachable (first use then downloads about 1 GB).
     """
-    folder = model_dir if model_dir is not None else os.environ.get(ENV_BLIP_DIR) or None
+    folder = model_dir if model_dir is not None else get_settings().blip_dir
     if folder is not None:
         path = Path(folder).expanduser()
         problem = _folder_problem(path)

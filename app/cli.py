@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from app.errors import TacoError
 from app.metrics import bpp
+from app.settings import get_settings, set_settings
 
 EXIT_USER = 2
 EXIT_INTERNAL = 1
@@ -79,7 +79,7 @@ def _write_bytes(path: str, data: bytes) -> None:
 
 
 def _compress(args: argparse.Namespace) -> int:
-    from app.codec import LearnedCodec, load_codec
+    from app.codecs import load_codec
     from app.images import prepare_image
 
     arr, notices = prepare_image(_read_bytes(args.input), max_side=None)
@@ -90,12 +90,9 @@ def _compress(args: argparse.Namespace) -> int:
         print(f"note: {one_line(n)}", file=sys.stderr)
     h, w = arr.shape[:2]
     t0 = time.perf_counter()
-    if isinstance(codec, LearnedCodec):
-        enc = codec.encode(arr, caption=args.caption, lmbda=args.lmbda, target_bpp=args.target_bpp)
-        data, lam = enc.data, enc.lmbda
-    else:
-        data = codec.compress(arr, caption=args.caption, lmbda=args.lmbda, target_bpp=args.target_bpp)
-        lam = args.lmbda
+    enc = codec.encode(arr, caption=args.caption, lmbda=args.lmbda, target_bpp=args.target_bpp)
+    data = enc.data
+    lam = enc.lmbda if codec.capabilities.learned else args.lmbda
     dt = time.perf_counter() - t0
     _write_bytes(args.output, data)
     if args.lmbda is not None and lam is not None and not math.isclose(lam, args.lmbda, rel_tol=1e-6):
@@ -112,14 +109,14 @@ def _compress(args: argparse.Namespace) -> int:
 
 
 def _decompress(args: argparse.Namespace) -> int:
-    from app.codec import decode_notes, decoder_key, decompress, load_codec, read_header
+    from app.codecs import decode_notes, decoder_key, decompress, load_codec, read_header
 
     data = _read_bytes(args.input)
     header = read_header(data)
     for note in decode_notes(header):
         print(f"note: {note}", file=sys.stderr)
     if args.allow_random:
-        os.environ["TACO_ALLOW_RANDOM"] = "1"
+        set_settings(get_settings().replace(allow_random=True))
     with contextlib.suppress(TacoError):  # load the weights outside the timing, as compress does;
         load_codec(*decoder_key(header))  # a failure is reported by decompress() below
     t0 = time.perf_counter()
@@ -140,7 +137,7 @@ def _decompress(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from app.codec import read_header
+    from app.codecs import read_header
 
     data = _read_bytes(args.input)
     h = read_header(data)
@@ -196,10 +193,17 @@ def _guarded(fn: Callable[[], int]) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # last line of defence: one line, no traceback
-        if os.environ.get("TACO_DEBUG"):
+        if _debug():
             raise
         print(one_line(f"internal error: {type(exc).__name__}: {exc}"), file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _debug() -> bool:
+    try:
+        return get_settings().debug
+    except TacoError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

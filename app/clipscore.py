@@ -35,7 +35,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.errors import MissingModelError
-from app.text import clean_caption, hf_cache_dir, hub_reachable, offline_mode
+from app.hub import hf_cache_dir, hub_reachable, offline_mode
+from app.settings import get_settings
+from app.text import clean_caption
 
 if TYPE_CHECKING:
     import numpy as np
@@ -121,7 +123,7 @@ def _cached_source() -> _Source | None:
 
 def _resolve(model_dir: str | os.PathLike[str] | None) -> _Source:
     """Where the weights come from; raises MissingModelError ("n/a: ...") when nowhere."""
-    location = model_dir if model_dir is not None else os.environ.get(ENV_DIR) or None
+    location = model_dir if model_dir is not None else get_settings().openclip_dir
     if location is not None:
         return _explicit_source(location)
     cached = _cached_source()

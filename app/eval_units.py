@@ -76,7 +76,7 @@ class EvalPlan:
         Under ``each`` a learned codec gets one unit per caption; a classical codec, which
         ignores captions, one unit (caption 0) instead of several identical ones.
         """
-        from app.classical import is_classical
+        from app.codecs.classical import is_classical
 
         out: list[Unit] = []
         for f in self.files:
@@ -125,7 +125,7 @@ def measure_unit(plan: EvalPlan, unit: Unit, pixels: np.ndarray,
     ``best-of`` encodes with every caption and keeps the row with the lowest ``select_by``
     (classical codecs ignore captions: they are encoded once, with caption 0).
     """
-    from app.classical import is_classical
+    from app.codecs.classical import is_classical
 
     codec = plan.codecs[unit.codec]
     caps = plan.captions[unit.image]

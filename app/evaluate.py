@@ -230,16 +230,16 @@ def default_rates(name: str, codec: EvalCodec) -> list[float]:
 
 
 def get_codec(name: str, device: str = "cpu") -> EvalCodec:
-    """A classical codec, or a learned one through ``app.codec.load_codec`` (imported lazily),
+    """A classical codec, or a learned one through ``app.codecs.load_codec`` (imported lazily),
     its model on ``device``."""
-    from app.classical import get_classical_codec, is_classical
+    from app.codecs.classical import get_classical_codec, is_classical
 
     if is_classical(name):
         return get_classical_codec(name)
     try:
-        from app.codec import load_codec
+        from app.codecs import load_codec
     except ImportError as exc:
-        raise MissingModelError(f"learned codec {name!r} needs app.codec, which is not available") from exc
+        raise MissingModelError(f"learned codec {name!r} needs app.codecs, which is not available") from exc
     return load_codec(name, device=device)
 
 
@@ -266,7 +266,7 @@ def measure_decoded(codec: EvalCodec, image: np.ndarray, caption: str, rate: flo
                     lpips_fn: Callable[..., float] | None = None
                     ) -> tuple[dict[str, str], np.ndarray]:
     """`measure`, and the decoded HxWx3 uint8 image it measured."""
-    from app.classical import PillowCodec
+    from app.codecs.classical import PillowCodec
     from app.metrics import lpips, ms_ssim, ms_ssim_needs_resize, psnr, psnr_float, to_uint8_rgb
 
     lpips_fn = lpips_fn or lpips
@@ -370,7 +370,7 @@ def codec_identity(codec: EvalCodec, rate: float) -> str:
             value = None
         if isinstance(value, bytes):
             return "weights:" + value.hex()
-    from app.classical import is_classical
+    from app.codecs.classical import is_classical
 
     if is_classical(getattr(codec, "name", "")):
         import PIL

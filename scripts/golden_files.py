@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from app import bitstream
-from app.codec import load_codec
+from app.codecs import load_codec
 from app.models.factory import save_weights
 
 ROOT = Path(__file__).resolve().parents[1]

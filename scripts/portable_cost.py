@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from app.codec import load_codec
+from app.codecs import load_codec
 from app.evaluate import bd_rate
 from app.metrics import bpp, psnr
 

@@ -13,7 +13,7 @@ that case's own peak above the RSS it started from (without that reset it is the
 process-wide peak, flagged ``≥``).
 
 ``--forged`` adds the cost of decoding valid-CRC `.taco` files whose header claims a bigger image
-than their strings hold (tiny models), the measurement behind ``app.codec.MAX_CODEC_PIXELS``.
+than their strings hold (tiny models), the measurement behind ``TACO_MAX_PIXELS`` bound of `app.codecs.guards`.
 
 Usage::
 
@@ -194,13 +194,14 @@ def forged_table(sides: list[int]) -> str:
     """Decode cost of a valid-CRC file claiming side x side pixels (strings of a 64x64 image)."""
     import numpy as np
 
-    import app.codec as codec
     from app import bitstream
+    from app import codecs as codec
     from app.errors import TacoError
+    from app.settings import get_settings
 
     lines = [
         f"Forged headers (valid CRC, strings of a 64x64 elic-tiny image; cap "
-        f"`MAX_CODEC_PIXELS` = {codec.MAX_CODEC_PIXELS:,} px):\n",
+        f"`MAX_CODEC_PIXELS` = {get_settings().max_pixels:,} px):\n",
         "| claimed size | file bytes | outcome | s | peak RSS +MB |",
         "|---|---:|---|---:|---:|",
     ]

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from app.lpips_offline import sha256_file
+from app.hashing import sha256_file
 from app.models.factory import create_model, load_config, save_weights
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from app.codec import decompress, load_codec
+from app.codecs import decompress, load_codec
 from app.images import to_rgb_array
 from app.models.factory import create_model
 

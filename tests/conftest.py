@@ -15,6 +15,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TACO_SHARED", ROOT.parent / "shared"))
 
 
+@pytest.fixture(autouse=True)
+def fresh_settings():
+    """Each test starts from settings rebuilt from the environment it set up (``monkeypatch.setenv``
+    before the first use), and leaves none behind."""
+    from app.settings import set_settings
+
+    set_settings(None)
+    yield
+    set_settings(None)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():

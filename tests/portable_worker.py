@@ -51,7 +51,7 @@ def image(size: tuple[int, int]) -> np.ndarray:
 
 
 def load(name: str, checkpoint: str | None):
-    from app.codec import load_codec
+    from app.codecs import load_codec
 
     codec = load_codec(name, checkpoint=checkpoint)
     if checkpoint is not None and codec.arch == "taco":  # no CLIP offline: fixed token states
@@ -73,7 +73,7 @@ def encode(folder: Path, label: str, threads: int) -> None:
 
 
 def decode(folder: Path, label: str) -> None:
-    from app.codec import decompress, load_codec, read_header
+    from app.codecs import decompress, load_codec, read_header
     from app.errors import TacoError
 
     report: dict[str, object] = {"label": label, "files": {}, "tables": {}}

@@ -137,7 +137,7 @@ def test_token_info_on_raw_text(name: str, minilm: object) -> None:
 def taco() -> Iterator[object]:
     import torch
 
-    from app.codec import load_codec
+    from app.codecs import load_codec
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -151,7 +151,7 @@ IMG = (np.indices((40, 52)).sum(0)[..., None] * np.array([3, 5, 7]) % 256).astyp
 @pytest.mark.parametrize("name", IDS)
 def test_taco_compresses_with_any_caption(name: str, taco: object) -> None:
     from app import bitstream
-    from app.codec import decompress
+    from app.codecs import decompress
 
     caption = EXTREME[name]
     data = taco.compress(IMG, caption=caption)  # type: ignore[attr-defined]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.classical import (
+from app.codecs.classical import (
     CLASSICAL_CODECS,
     JpegCodec,
     get_classical_codec,
@@ -69,7 +69,7 @@ def test_target_bpp_picks_the_closest_bracket(name, image):
     data, q = codec.compress_to_bpp(image, target)
     got = 8 * len(data) / pixels
     assert codec.compress(image, target_bpp=target, lmbda=10) == data  # target wins over lmbda
-    below = [8 * len(codec.encode(image, k)) / pixels for k in (q - 1, q, q + 1) if 1 <= k <= 100]
+    below = [8 * len(codec.encode_quality(image, k)) / pixels for k in (q - 1, q, q + 1) if 1 <= k <= 100]
     # no neighbouring quality is closer to the target
     assert all(abs(got - target) <= abs(b - target) + 1e-12 for b in below)
 
@@ -87,7 +87,7 @@ def test_target_bpp_out_of_reach(image):
 def test_target_bpp_matches_brute_force_for_jpeg(image):
     codec = get_classical_codec("jpeg")
     pixels = image.shape[0] * image.shape[1]
-    rates = {q: 8 * len(codec.encode(image, q)) / pixels for q in range(1, 101)}
+    rates = {q: 8 * len(codec.encode_quality(image, q)) / pixels for q in range(1, 101)}
     for target in (0.8, 2.0, 3.3):
         _, q = codec.compress_to_bpp(image, target)
         best = min(abs(r - target) for r in rates.values())

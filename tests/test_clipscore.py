@@ -192,7 +192,7 @@ def test_unreachable_hub_is_na_without_download(
     image,
     monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
 ) -> None:
-    from app import clipscore, text
+    from app import clipscore, hub
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.delenv("TRANSFORMERS_OFFLINE")
@@ -204,8 +204,8 @@ def test_unreachable_hub_is_na_without_download(
         probes.append(host)
         return False
 
-    monkeypatch.setattr(text, "_probe", fake_probe)
-    monkeypatch.setattr(text, "_probe_cache", {})
+    monkeypatch.setattr(hub, "_probe", fake_probe)
+    monkeypatch.setattr(hub, "_probe_cache", {})
     result = clipscore.clip_score(image, "a dog")
     assert result.value is None and result.reason.startswith("n/a: CLIP ViT-B-32 weights")
     assert probes == ["huggingface.co"]

@@ -10,7 +10,7 @@ from PIL import Image
 
 from app import bitstream
 from app.cli import main as cli_main
-from app.codec import LearnedCodec, decompress, load_codec, read_header
+from app.codecs import LearnedCodec, decompress, load_codec, read_header
 from app.errors import BitstreamError, MissingModelError
 
 
@@ -95,23 +95,23 @@ def test_foreign_weights_are_detected(elic, img):
 
 
 def test_embedded_model_without_weights_fails_clearly(monkeypatch, tmp_path):
-    import app.codec as codec_mod
+    from app.codecs import registry
+    from app.settings import use_settings
 
-    monkeypatch.delenv("TACO_ALLOW_RANDOM", raising=False)
-    monkeypatch.setattr(codec_mod, "CHECKPOINT_DIR", tmp_path)
-    monkeypatch.setattr(codec_mod, "MANIFEST", tmp_path / "manifest.json")
-    monkeypatch.setattr(codec_mod, "_CACHE", {})
-    with pytest.raises(MissingModelError, match="TACO_ALLOW_RANDOM"):
-        codec_mod.load_codec("elic")
+    monkeypatch.setattr(registry, "_CACHE", {})
+    with use_settings(checkpoint_dir=tmp_path, allow_random=False):
+        with pytest.raises(MissingModelError, match="TACO_ALLOW_RANDOM"):
+            registry.load_codec("elic")
 
 
 def test_official_without_files_fails_clearly(monkeypatch, tmp_path):
-    import app.codec as codec_mod
+    from app.codecs import registry
+    from app.settings import use_settings
 
-    monkeypatch.setattr(codec_mod, "OFFICIAL_DIR", tmp_path / "official")
-    monkeypatch.setattr(codec_mod, "_CACHE", {})
-    with pytest.raises(MissingModelError, match="lambda_"):
-        codec_mod.load_codec("taco-official")
+    monkeypatch.setattr(registry, "_CACHE", {})
+    with use_settings(official_dir=tmp_path / "official"):
+        with pytest.raises(MissingModelError, match="lambda_"):
+            registry.load_codec("taco-official")
 
 
 # ----------------------------------------------------------------------------------------- CLI

@@ -124,7 +124,7 @@ class _CaptionQualityCodec:
     QUALITY = {"blurry words": 5, "the right words": 95, "middling words": 40}
 
     def __init__(self) -> None:
-        from app.classical import get_classical_codec
+        from app.codecs.classical import get_classical_codec
 
         self.inner = get_classical_codec("jpeg")
         self.captions: list[str] = []
@@ -145,9 +145,9 @@ def fake_codec(monkeypatch):
 
     monkeypatch.setattr(app.metrics, "ms_ssim", lambda a, b: float(np.mean(a == b)))
     fake = _CaptionQualityCodec()
-    module = types.ModuleType("app.codec")
+    module = types.ModuleType("app.codecs")
     module.load_codec = lambda name, checkpoint=None, device="cpu": fake  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "app.codec", module)
+    monkeypatch.setitem(sys.modules, "app.codecs", module)
     return fake
 
 

@@ -285,7 +285,7 @@ class _FakeLearned:
     rate_ladder = [10.0, 40.0, 90.0]
 
     def __init__(self) -> None:
-        from app.classical import get_classical_codec
+        from app.codecs.classical import get_classical_codec
 
         self.inner = get_classical_codec("jpeg")
         self.captions: list[str] = []
@@ -304,9 +304,9 @@ class _FakeLearned:
 def test_learned_codec_is_loaded_lazily_with_defaults(tmp_path, eval_run, monkeypatch):
     images, _, _ = eval_run
     fake = _FakeLearned()
-    module = types.ModuleType("app.codec")
+    module = types.ModuleType("app.codecs")
     module.load_codec = lambda name, checkpoint=None, device="cpu": fake  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "app.codec", module)
+    monkeypatch.setitem(sys.modules, "app.codecs", module)
     res = evaluate.run_eval(images, ["fake", "jpeg"], tmp_path, {"jpeg": [20, 60]},
                             captions=None, anchor="jpeg", limit=1, progress=False)
     assert [p["rate"] for p in res.summary["fake"]] == ["10", "40", "90"]  # from rate_ladder
@@ -316,8 +316,8 @@ def test_learned_codec_is_loaded_lazily_with_defaults(tmp_path, eval_run, monkey
 
 
 def test_missing_learned_module_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "app.codec", None)  # import fails
-    with pytest.raises(MissingModelError, match="app.codec"):
+    monkeypatch.setitem(sys.modules, "app.codecs", None)  # import fails
+    with pytest.raises(MissingModelError, match="app.codecs"):
         evaluate.get_codec("taco")
 
 
@@ -331,7 +331,7 @@ def test_eval_help_lists_default_rates(capsys):
 @pytest.mark.shared
 def test_kodak_jpeg_q50_sanity_anchor(kodak_dir):
     """Pillow JPEG quality 50 on Kodak-24: ≈ 0.906 bpp and 32.17 dB (mean of per-image values)."""
-    from app.classical import get_classical_codec
+    from app.codecs.classical import get_classical_codec
     from app.metrics import psnr
 
     codec = get_classical_codec("jpeg")
@@ -379,9 +379,9 @@ def test_caption_modes_measure_the_caption_effect(tmp_path, eval_run, monkeypatc
     images, _, _ = eval_run
     fake = _FakeLearned()
     fake.rate_ladder = [10.0]
-    module = types.ModuleType("app.codec")
+    module = types.ModuleType("app.codecs")
     module.load_codec = lambda name, checkpoint=None, device="cpu": fake  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "app.codec", module)
+    monkeypatch.setitem(sys.modules, "app.codecs", module)
     caps = tmp_path / "caps.json"
     caps.write_text(json.dumps({"a_small.png": "a caption", "b_large.png": ["b caption", "x"]}))
     res = evaluate.run_eval(images, ["fake"], tmp_path / mode, captions=caps, progress=False,
@@ -396,9 +396,9 @@ def test_rerun_after_new_weights_measures_that_codec_again(tmp_path, eval_run, m
     fake = _FakeLearned()
     fake.rate_ladder = [40.0]
     fake.fingerprint = lambda lmbda=None: b"\x01" * 8  # type: ignore[attr-defined]
-    module = types.ModuleType("app.codec")
+    module = types.ModuleType("app.codecs")
     module.load_codec = lambda name, checkpoint=None, device="cpu": fake  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "app.codec", module)
+    monkeypatch.setitem(sys.modules, "app.codecs", module)
     out = tmp_path / "out"
     run = dict(rates={"jpeg": [60]}, progress=False)
     first = evaluate.run_eval(images, ["fake", "jpeg"], out, **run)

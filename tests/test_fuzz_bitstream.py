@@ -263,7 +263,7 @@ class RealFiles:
 def real() -> Iterator[RealFiles]:
     import torch
 
-    from app.codec import load_codec
+    from app.codecs import load_codec
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convs: 10x faster than 2 contending threads on a busy host
@@ -295,7 +295,7 @@ def decode_or_refuse(data: bytes, model: str | None = None) -> Image.Image | Non
     A mutated model id may name a model whose weights are absent here (MissingModelError): that
     is accepted only when the id differs from ``model``, the one that made the file.
     """
-    from app.codec import decompress
+    from app.codecs import decompress
     from app.errors import MissingModelError
 
     try:
@@ -392,7 +392,7 @@ ATTACKS = {
 def test_decoder_on_hostile_files(
     real: RealFiles, model: str, attack: str, data: st.DataObject
 ) -> None:
-    """Hostile variants of a real file, all with a valid CRC, through `app.codec.decompress`."""
+    """Hostile variants of a real file, all with a valid CRC, through `app.codecs.decompress`."""
     forged = ATTACKS[attack](real.files[model], data)
     outcome = "image" if decode_or_refuse(forged, model) is not None else "refused"
     event(f"{attack}: {outcome}")
@@ -402,7 +402,7 @@ def test_decoder_survives_the_0xff_string_that_crashed_it(real: RealFiles) -> No
     """Regression: 200 kB of 0xFF as the z string made compressai's C++ rANS decoder read past its
     buffer (SIGSEGV). Now: refused as too large for the image, and 60 kB (within the size bound)
     decodes from the zero-guarded buffer."""
-    from app.codec import decompress
+    from app.codecs import decompress
 
     header, strings = unpack(real.files["elic-tiny"])
     for which in (0, 1):
@@ -416,11 +416,13 @@ def test_decoder_survives_the_0xff_string_that_crashed_it(real: RealFiles) -> No
 @pytest.mark.parametrize("side", [16384, 2049])
 def test_forged_giant_size_is_refused_before_decoding(real: RealFiles, side: int) -> None:
     """Valid CRC, tiny strings, a claimed 16384² (or just over the cap) image: refused at once."""
-    import app.codec as codec
+    from app import codecs as codec
+    from app.settings import get_settings
 
     header, strings = unpack(real.files["taco-tiny"])
-    if side * side <= codec.MAX_CODEC_PIXELS:
-        pytest.skip(f"TACO_MAX_PIXELS={codec.MAX_CODEC_PIXELS} allows {side}x{side}")
+    cap = get_settings().max_pixels
+    if side * side <= cap:
+        pytest.skip(f"TACO_MAX_PIXELS={cap} allows {side}x{side}")
     forged = pack(dataclasses.replace(header, height=side, width=side), strings)
     before = _rss()
     with pytest.raises(BitstreamError, match="MP"):

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from app import bitstream
-from app.codec import load_codec
+from app.codecs import load_codec
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
 

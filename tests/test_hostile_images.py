@@ -277,7 +277,7 @@ def test_cli_with_hostile_file_names(
 @pytest.mark.parametrize("case", _sampled(ROUND_TRIP_SAMPLE))
 def test_api_compress(case: hostile.Case, tiny: None) -> None:
     """`LearnedCodec.compress(bytes)`: every refusal and a sample of round trips by default."""
-    from app.codec import decompress, load_codec
+    from app.codecs import decompress, load_codec
 
     codec = load_codec("elic-tiny", allow_random=True)
     with warnings.catch_warnings():

@@ -17,6 +17,7 @@ import pytest
 
 from app import lpips_offline, metrics
 from app.errors import ImageInputError, MissingModelError
+from app.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,7 +165,7 @@ def test_build_without_network_or_pickle(no_network, monkeypatch):
 
     monkeypatch.setattr(torch, "load", no_unpickle)
     entry = lpips_offline.manifest_entry("alex")
-    m = lpips_offline.build_lpips(lpips_offline.CHECKPOINT_DIR / entry["file"], entry["sha256"])
+    m = lpips_offline.build_lpips(get_settings().checkpoint_dir / entry["file"], entry["sha256"])
     x = torch.rand(1, 3, 32, 32)
     assert float(m(x, x, normalize=True)) == pytest.approx(0.0, abs=1e-7)
 
@@ -179,7 +180,7 @@ def test_manifest_records_provenance():
 
 
 def test_tampered_or_missing_weights_are_refused(tmp_path):
-    src = lpips_offline.CHECKPOINT_DIR / "lpips_alex.safetensors"
+    src = get_settings().checkpoint_dir / "lpips_alex.safetensors"
     entry = lpips_offline.manifest_entry("alex")
     bad = tmp_path / "lpips_alex.safetensors"
     shutil.copyfile(src, bad)

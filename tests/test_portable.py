@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from app import bitstream
-from app.codec import decode_notes, load_codec
+from app.codecs import decode_notes, load_codec
 from app.errors import BitstreamError
 from app.models import create_model
 from app.models.exact import ACT_SHIFT, ExactConv, pow2, quantise

@@ -172,7 +172,7 @@ def test_the_scanner_catches_what_it_should() -> None:
 
 def test_sources_were_found() -> None:
     names = {p.relative_to(ROOT).as_posix() for p in SOURCES}
-    assert {"app/codec.py", "app/bitstream.py", "app/images.py"} <= names
+    assert {"app/codecs/learned.py", "app/bitstream.py", "app/images.py"} <= names
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=[p.relative_to(ROOT).as_posix() for p in SOURCES])
@@ -263,7 +263,7 @@ def test_only_safetensors_weights_are_shipped() -> None:
 
 
 def _run_isolated(code: str, env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter (checkpoint paths are read when app.codec is imported)."""
+    """Run ``code`` in a fresh interpreter (the settings come from its environment)."""
     env = {**os.environ, **env_extra, "PYTHONPATH": str(ROOT)}
     env.pop("TACO_ALLOW_RANDOM", None)
     return subprocess.run(
@@ -285,12 +285,12 @@ def _fake_checkpoints(folder: Path, tamper: bool) -> None:
 
 
 def test_tampered_embedded_checkpoint_is_refused(tmp_path: Path) -> None:
-    """A copy of the weights that differs from manifest.json never loads (TACO_CHECKPOINT_DIR is
-    read when app.codec is imported, hence the fresh interpreter)."""
+    """A copy of the weights that differs from manifest.json never loads (TACO_CHECKPOINT_DIR set
+    in the environment of a fresh interpreter, as a user would)."""
     _fake_checkpoints(tmp_path, tamper=True)
     proc = _run_isolated(
         """
-        from app.codec import load_codec
+        from app.codecs import load_codec
         from app.errors import MissingModelError
         try:
             load_codec("taco")
@@ -310,16 +310,16 @@ def test_checkpoint_matching_the_manifest_but_not_safetensors_fails_in_one_line(
 ) -> None:
     import numpy as np
 
-    import app.codec as codec
+    from app.codecs import registry
     from app.errors import TacoError
+    from app.settings import use_settings
 
     _fake_checkpoints(tmp_path, tamper=False)
-    monkeypatch.setattr(codec, "CHECKPOINT_DIR", tmp_path)
-    monkeypatch.setattr(codec, "MANIFEST", tmp_path / "manifest.json")
-    monkeypatch.setattr(codec, "_CACHE", {})
-    c = codec.load_codec("elic")  # the hash matches: accepted ...
-    with pytest.raises(TacoError) as info:  # ... but the bytes are not safetensors
-        c.compress(np.zeros((8, 8, 3), np.uint8))
+    monkeypatch.setattr(registry, "_CACHE", {})
+    with use_settings(checkpoint_dir=tmp_path):
+        c = registry.load_codec("elic")  # the hash matches: accepted ...
+        with pytest.raises(TacoError) as info:  # ... but the bytes are not safetensors
+            c.compress(np.zeros((8, 8, 3), np.uint8))
     assert "\n" not in str(info.value) and "elic-small.safetensors" in str(info.value)
 
 

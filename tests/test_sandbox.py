@@ -57,7 +57,7 @@ def test_errors_of_the_decoder_come_back_unchanged():
 
 
 def test_isolated_decode_equals_in_process_decode(monkeypatch):
-    from app.codec import decompress, load_codec, read_header
+    from app.codecs import decompress, load_codec, read_header
 
     codec = load_codec("taco-tiny", allow_random=True)  # random weights: the worker rebuilds them
     rng = np.random.default_rng(0)

@@ -86,7 +86,7 @@ def test_import_is_light() -> None:
 
 
 def test_hub_reachable_offline_opens_no_socket() -> None:
-    from app.text import hub_reachable, offline_mode
+    from app.hub import hub_reachable, offline_mode
 
     assert offline_mode()
     assert hub_reachable() is False  # the autouse guard would raise on any connect
@@ -301,7 +301,7 @@ def test_clip_hub_id_unreachable_hub_stays_local(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Offline mode off but the probe fails: load with local_files_only, never wait on the net."""
-    from app import text
+    from app import hub, text
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.delenv("TRANSFORMERS_OFFLINE")
@@ -314,8 +314,8 @@ def test_clip_hub_id_unreachable_hub_stays_local(
         probes.append((host, port))
         return False
 
-    monkeypatch.setattr(text, "_probe", fake_probe)
-    monkeypatch.setattr(text, "_probe_cache", {})
+    monkeypatch.setattr(hub, "_probe", fake_probe)
+    monkeypatch.setattr(hub, "_probe_cache", {})
     with pytest.raises(MissingModelError, match="not found locally"):
         text.CLIPTextEncoder()
     assert probes == [("huggingface.co", 443)]

@@ -24,6 +24,7 @@ from PIL import Image
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+from app.codecs.protocol import Capabilities, Encoded, RateControl  # noqa: E402
 from app.errors import BitstreamError, ImageInputError, MissingModelError, TacoError  # noqa: E402
 from app.ui import handlers as H  # noqa: E402
 from app.ui import plots  # noqa: E402
@@ -44,6 +45,8 @@ class FakeHeader:
     lmbda: float | None
     height: int
     width: int
+    version: int = 2
+    coding: str = "portable"
 
 
 def _pack(name: str, lmbda: float, arr: np.ndarray) -> bytes:
@@ -70,8 +73,11 @@ class FakeCodec:
         self.name = name
         self.rate_range = None if ladder else rate_range
         self.rate_ladder = ladder
-        self.text_encoder_kind = "minilm" if text else None
-        self.description = f"fake {name} [RANDOM WEIGHTS]"
+        self.description = f"fake {name}"
+        rate = RateControl.of_ladder(ladder) if ladder else RateControl.continuous(*rate_range)
+        self.capabilities = Capabilities(
+            learned=True, rate=rate, random_weights=True, text_encoder="minilm" if text else None
+        )
         self.text = text
         self.calls = 0
 
@@ -97,9 +103,20 @@ class FakeCodec:
         q = (arr.astype(np.int32) // step * step + step // 2).clip(0, 255).astype(np.uint8)
         return _pack(self.name, lam, q)
 
+    def encode(self, image, caption: str = "", lmbda=None, target_bpp=None) -> Encoded:
+        arr = np.asarray(image, dtype=np.uint8)
+        data = self.compress(arr, caption, lmbda, target_bpp)
+        return Encoded(data, arr.shape[0], arr.shape[1], _unpack(data)[0]["l"], 0.0)
+
     def decompress(self, data: bytes) -> Image.Image:
         _, arr = _unpack(data)
         return Image.fromarray(arr.copy(), "RGB")
+
+    def decompress_float(self, data: bytes) -> np.ndarray:
+        return np.asarray(self.decompress(data), dtype=np.float32) / 255.0
+
+    def fingerprint(self, lmbda=None) -> bytes:
+        return b"\x00" * 8
 
 
 @dataclass
@@ -167,6 +184,9 @@ class FakeBackend:
     def decompress(self, data: bytes) -> Image.Image:
         meta, _ = _unpack(data)
         return self.codecs[meta["m"]].decompress(data)
+
+    def decompress_untrusted(self, data: bytes) -> Image.Image:
+        return self.decompress(data)
 
     def read_header(self, data: bytes) -> FakeHeader:
         meta, _ = _unpack(data)
@@ -240,7 +260,10 @@ def test_rate_spec_ladder_snaps_to_rungs():
 def test_rate_spec_of_codec():
     assert H.RateSpec.of(FakeCodec("a")).kind == "continuous"
     assert H.RateSpec.of(FakeCodec("b", ladder=[0.1, 0.01])).ladder == (0.01, 0.1)
-    assert H.RateSpec.of(object()).kind == "none"
+    from app.codecs.classical import get_classical_codec
+
+    jpeg = H.RateSpec.of(get_classical_codec("jpeg"))  # a quality range reads as a continuous one
+    assert (jpeg.kind, jpeg.lo, jpeg.hi) == ("continuous", 1.0, 100.0)
     assert H.RateSpec("none").lmbda_at(50) is None
 
 
@@ -684,7 +707,7 @@ def _tiny_available() -> str | None:
     backend when the tiny models cannot be built; `tiny_backend` below is where that breakage
     fails a test."""
     try:
-        from app.codec import load_codec
+        from app.codecs import load_codec
 
         load_codec("taco-tiny", allow_random=True)
         load_codec("elic-tiny", allow_random=True)
@@ -696,7 +719,7 @@ def _tiny_available() -> str | None:
 @pytest.fixture(scope="module")
 def tiny_backend() -> H.Backend:
     """The tiny models need no weights (random init), so a failure to build them is a failure."""
-    from app.codec import load_codec
+    from app.codecs import load_codec
 
     load_codec("taco-tiny", allow_random=True)
     load_codec("elic-tiny", allow_random=True)

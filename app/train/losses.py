@@ -177,7 +177,7 @@ def load_clip(
     hf_constants: Any = None
     saved_offline = None
     if not checkpoint:
-        from app.text import hub_reachable
+        from app.hub import hub_reachable
 
         if not hub_reachable():  # look only in the local cache: no retries against a dead network
             import huggingface_hub.constants as hf_constants

@@ -1,7 +1,7 @@
 """The Gradio demo: `handlers` (pure, typed logic), `plots` (plotly figures), `layout` (wiring).
 
 Importing `app.ui` is cheap; `app.ui.layout` imports Gradio, `app.ui.handlers` only numpy/Pillow
-(torch and the models load on the first request, through `app.codec`).
+(torch and the models load on the first request, through `app.codecs`).
 """
 
 from __future__ import annotations

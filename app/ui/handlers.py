@@ -5,7 +5,7 @@ array for the image, strings, numbers) and returns plain values (arrays, DataFra
 strings, plotly figures through `app.ui.plots`), so the whole demo is testable without a browser.
 
 The heavy lifting goes through a :class:`Backend` (codecs, metrics, text encoder, captioner).
-The default backend imports the package modules lazily (`app.codec`, `app.metrics`, …), so
+The default backend imports the package modules lazily (`app.codecs`, `app.metrics`, …), so
 building the UI never imports torch; tests inject a fake backend or the tiny random models.
 
 Errors: anything a user can cause ends as a :class:`~app.errors.TacoError` with a one-line
@@ -38,6 +38,9 @@ from app.errors import BitstreamError, ImageInputError, MissingModelError, TacoE
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+
+    from app.bitstream import Header
+    from app.codecs.protocol import Codec
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +77,8 @@ def _no_progress(_fraction: float, _desc: str) -> None:
 class Backend(Protocol):
     """The package API the UI builds on (see docs/ARCHITECTURE.md)."""
 
-    def load_codec(self, name: str, allow_random: bool = False) -> Any: ...
-    def classical_codec(self, name: str) -> Any: ...
+    def load_codec(self, name: str, allow_random: bool = False) -> Codec: ...
+    def classical_codec(self, name: str) -> Codec: ...
     def prepare_image(self, obj: Any, max_side: int) -> tuple[np.ndarray, list[str]]: ...
     def psnr(self, a: np.ndarray, b: np.ndarray) -> float: ...
     def ms_ssim(self, a: np.ndarray, b: np.ndarray) -> float: ...
@@ -85,7 +88,8 @@ class Backend(Protocol):
     def captioner_available(self) -> tuple[bool, str]: ...
     def caption_image(self, image: Image.Image) -> str: ...
     def decompress(self, data: bytes) -> Image.Image: ...
-    def read_header(self, data: bytes) -> Any: ...
+    def decompress_untrusted(self, data: bytes) -> Image.Image: ...
+    def read_header(self, data: bytes) -> Header: ...
     def available_model_sets(self) -> dict[str, dict[str, str]]: ...
 
 
@@ -99,13 +103,13 @@ def _import(module: str) -> Any:
 
 
 class PackageBackend:
-    """The real package (`app.codec`, `app.metrics`, `app.text`, …), imported on first use."""
+    """The real package (`app.codecs`, `app.metrics`, `app.text`, …), imported on first use."""
 
-    def load_codec(self, name: str, allow_random: bool = False) -> Any:
-        return _import("app.codec").load_codec(name, allow_random=allow_random)
+    def load_codec(self, name: str, allow_random: bool = False) -> Codec:
+        return _import("app.codecs").load_codec(name, allow_random=allow_random)
 
-    def classical_codec(self, name: str) -> Any:
-        return _import("app.classical").get_classical_codec(name)
+    def classical_codec(self, name: str) -> Codec:
+        return _import("app.codecs.classical").get_classical_codec(name)
 
     def prepare_image(self, obj: Any, max_side: int) -> tuple[np.ndarray, list[str]]:
         return _import("app.images").prepare_image(obj, max_side=max_side)
@@ -136,17 +140,17 @@ class PackageBackend:
         return _import("app.captioner").caption_image(image)
 
     def decompress(self, data: bytes) -> Image.Image:
-        return _import("app.codec").decompress(data)
+        return _import("app.codecs").decompress(data)
 
     def decompress_untrusted(self, data: bytes) -> Image.Image:
         """An uploaded file: decoded in a worker process (`app.sandbox`)."""
         return _import("app.sandbox").decompress_untrusted(data)
 
-    def read_header(self, data: bytes) -> Any:
-        return _import("app.codec").read_header(data)
+    def read_header(self, data: bytes) -> Header:
+        return _import("app.codecs").read_header(data)
 
     def available_model_sets(self) -> dict[str, dict[str, str]]:
-        return _import("app.codec").available_model_sets()
+        return _import("app.codecs").available_model_sets()
 
 
 _DEFAULT_BACKEND: Backend | None = None
@@ -184,7 +188,7 @@ def resolve_model_sets(
     """The model sets the UI offers, in display order.
 
     ``TACO_MODEL_SET=tiny`` gives only the tiny random set (tests, CI). Otherwise the sets whose
-    weights exist (`app.codec.available_model_sets`); when none exist, the embedded set anyway, so
+    weights exist (`app.codecs.available_model_sets`); when none exist, the embedded set anyway, so
     that the first request explains which weights are missing.
     """
     env = os.environ if env is None else env
@@ -265,15 +269,11 @@ class RateSpec:
     ladder: tuple[float, ...] = ()
 
     @classmethod
-    def of(cls, codec: Any) -> RateSpec:
-        rng = getattr(codec, "rate_range", None)
-        ladder = getattr(codec, "rate_ladder", None)
-        if rng:
-            lo, hi = float(rng[0]), float(rng[1])
-            return cls("continuous", min(lo, hi), max(lo, hi))
-        if ladder:
-            return cls("ladder", ladder=tuple(sorted(float(v) for v in ladder)))
-        return cls("none")
+    def of(cls, codec: Codec) -> RateSpec:
+        rate = codec.capabilities.rate
+        if rate.kind == "ladder":
+            return cls("ladder", ladder=rate.ladder)
+        return cls("continuous", rate.lo, rate.hi)
 
     @property
     def step(self) -> float:
@@ -439,16 +439,6 @@ def _to_uint8(img: Any) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _header_lmbda(backend: Backend, data: bytes) -> float | None:
-    try:
-        lam = getattr(backend.read_header(data), "lmbda", None)
-    except TacoError:
-        return None
-    if lam is None or not math.isfinite(lam):
-        return None
-    return float(lam)
-
-
 def _encode_decode(
     backend: Backend,
     codec: Any,
@@ -468,18 +458,10 @@ def _encode_decode(
         if hit is not None:
             return hit
     t0 = time.perf_counter()
-    lam_used: float | None = lmbda
-    encode = getattr(codec, "encode", None)
-    if learned and callable(encode):
-        enc = encode(image, caption, lmbda, target_bpp)
-        data = enc.data
-        lam_used = getattr(enc, "lmbda", lmbda)
-    elif learned:
-        data = codec.compress(image, caption=caption, lmbda=lmbda, target_bpp=target_bpp)
-        lam_used = _header_lmbda(backend, data) if target_bpp is not None else lmbda
-    else:
-        data = codec.compress(image, lmbda=lmbda, target_bpp=target_bpp)
-        lam_used = lmbda
+    enc = codec.encode(image, caption if learned else "", lmbda, target_bpp)
+    data = enc.data
+    # a learned row shows the λ it used (found by a bpp search); a classical row the request
+    lam_used = enc.lmbda if learned else lmbda
     t1 = time.perf_counter()
     recon = _to_uint8(codec.decompress(data))
     t2 = time.perf_counter()
@@ -679,8 +661,8 @@ def _load_learned(backend: Backend, name: str, ms: ModelSet) -> Any:
     return backend.load_codec(name, allow_random=ms.allow_random)
 
 
-def _is_random(codec: Any) -> bool:
-    return "RANDOM" in str(getattr(codec, "description", "")).upper()
+def _is_random(codec: Codec) -> bool:
+    return codec.capabilities.random_weights
 
 
 def run_compare(
@@ -1134,15 +1116,12 @@ def download_label(result: CompareResult, row: str) -> str:
 
 
 def text_encoder_kind(ms: ModelSet, backend: Backend) -> str:
-    """The text encoder of the set's TACO model (cheap guess before the model is loaded)."""
-    try:
-        codec = backend.load_codec(ms.taco, allow_random=ms.allow_random)
-        kind = getattr(codec, "text_encoder_kind", None)
-        if kind:
-            return str(kind)
-    except TacoError:
-        pass
-    return "clip" if "official" in ms.taco else "minilm"
+    """The text encoder of the set's TACO model (loading it; a missing model raises TacoError)."""
+    codec = backend.load_codec(ms.taco, allow_random=ms.allow_random)
+    kind = codec.capabilities.text_encoder
+    if kind is None:
+        raise TacoError(f"{ms.taco} reads no caption")
+    return kind
 
 
 _KIND_NAMES = {"minilm": "MiniLM (all-MiniLM-L6-v2)", "clip": "CLIP ViT-B/32 text tower"}
@@ -1425,12 +1404,12 @@ def decode_bitstream(file: Any, backend: Backend | None = None) -> tuple[np.ndar
         )
     t0 = time.perf_counter()
     # a stranger's file: a backend that can decode in a separate process does (app.sandbox)
-    img = getattr(backend, "decompress_untrusted", backend.decompress)(data)
+    img = backend.decompress_untrusted(data)
     ms = (time.perf_counter() - t0) * 1e3
     arr = _to_uint8(img)
-    lam = getattr(header, "lmbda", None)
+    lam = header.lmbda
     lam_text = "n/a" if lam is None or not math.isfinite(lam) else f"{lam:.4g}"
-    fp = getattr(header, "fingerprint", b"")
+    fp = header.fingerprint
     info = "\n".join(
         [
             "**Decoded without any caption**: the file holds no text and the decoder takes none, "
@@ -1440,7 +1419,7 @@ def decode_bitstream(file: Any, backend: Backend | None = None) -> tuple[np.ndar
             "|---|---|",
             f"| File | `{_safe_stem(Path(fname).stem)}` |",
             f"| Model (from the header) | `{header.model_id}` |",
-            f"| Weights fingerprint | `{fp.hex() if isinstance(fp, bytes) else fp}` |",
+            f"| Weights fingerprint | `{fp.hex()}` |",
             f"| λ | {lam_text} |",
             f"| Size | {w} × {h} px |",
             f"| File size | {len(data):,} bytes = {8 * len(data) / (h * w):.4f} bpp |",
@@ -1451,13 +1430,12 @@ def decode_bitstream(file: Any, backend: Backend | None = None) -> tuple[np.ndar
     return arr, info
 
 
-def _coding_text(header: Any) -> str:
+def _coding_text(header: Header) -> str:
     """How the file was coded, and what that means for decoding elsewhere."""
-    version = getattr(header, "version", 1)
-    if version == 1:
+    if header.version == 1:
         return ("version 1, float entropy model, no symbols check (decodes correctly only on a "
                 "CPU with the encoder's float kernels)")
-    if getattr(header, "coding", "portable") == "float":
+    if header.coding == "float":
         return ("version 2, float (official arithmetic): checked — decodes exactly or is refused "
                 "where the float kernels differ")
     return "version 2, portable (exact integer entropy model): decodes the same on every machine"

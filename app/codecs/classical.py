@@ -1,13 +1,14 @@
 """Classical codecs (JPEG, WebP, AVIF through Pillow) behind the `Codec` protocol.
 
-Every codec here follows ``docs/ARCHITECTURE.md``:
+Every codec here is a `app.codecs.protocol.Codec`:
 
-* ``compress(image, caption="", lmbda=None, target_bpp=None) -> bytes`` — ``image`` is a PIL
+* ``encode(...) -> Encoded`` / ``compress(image, caption="", lmbda=None, target_bpp=None) -> bytes`` — ``image`` is a PIL
   image (converted to RGB) or an HxWx3 ``uint8`` array; ``caption`` is ignored; ``lmbda`` is the
   **quality** 1–100 (integer; default `PillowCodec.default_quality` = 75).
 * ``decompress(data) -> PIL.Image.Image`` in mode RGB. Bytes that are not a valid file of the
   codec's own format raise `BitstreamError`.
-* ``name``, ``rate_range = (1, 100)`` (quality), ``rate_ladder = None``.
+* ``name``, ``capabilities`` (not learned, caption ignored, rate = quality 1–100),
+  ``rate_range = (1, 100)``, ``rate_ladder = None``, ``fingerprint() -> None``.
 
 Encoder settings (fixed, so numbers are reproducible):
 
@@ -31,12 +32,14 @@ from __future__ import annotations
 
 import functools
 import io
+import time
 import warnings
 from typing import ClassVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from app.codecs.protocol import Capabilities, Encoded, RateControl
 from app.errors import BitstreamError, ConfigError, ImageInputError, MissingModelError
 
 #: Names accepted by `get_classical_codec`.
@@ -63,11 +66,31 @@ class PillowCodec:
 
     name: ClassVar[str] = ""
     pil_format: ClassVar[str] = ""
-    rate_range: tuple[float, float] | None = (1.0, 100.0)
-    rate_ladder: list[float] | None = None
     default_quality: ClassVar[int] = 75
     #: Highest quality; `rate_range` is (1, max_quality).
     max_quality: ClassVar[int] = 100
+
+    @property
+    def description(self) -> str:
+        return f"{self.pil_format} (Pillow, quality 1–{self.max_quality})"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            learned=False, rate=RateControl.quality(1, self.max_quality, self.default_quality)
+        )
+
+    @property
+    def rate_range(self) -> tuple[float, float] | None:
+        return (1.0, float(self.max_quality))
+
+    @property
+    def rate_ladder(self) -> list[float] | None:
+        return None
+
+    def fingerprint(self, lmbda: float | None = None) -> bytes | None:
+        """Classical files carry no weights fingerprint."""
+        return None
 
     def _save_options(self) -> dict[str, object]:
         return {}
@@ -83,7 +106,7 @@ class PillowCodec:
             raise ConfigError(f"{self.name}: quality must be between 1 and {self.max_quality}, got {lmbda}")
         return int(round(q))
 
-    def encode(self, image: Image.Image | np.ndarray, quality: int) -> bytes:
+    def encode_quality(self, image: Image.Image | np.ndarray, quality: int) -> bytes:
         """Encode at an integer quality 1–100."""
         pil = as_pil_rgb(image)
         buf = io.BytesIO()
@@ -103,7 +126,7 @@ class PillowCodec:
 
         def rate(q: int) -> float:
             if q not in cache:
-                cache[q] = self.encode(pil, q)
+                cache[q] = self.encode_quality(pil, q)
             return 8.0 * len(cache[q]) / pixels
 
         lo, hi = 1, self.max_quality
@@ -134,10 +157,25 @@ class PillowCodec:
 
         ``caption`` is accepted for the protocol and ignored.
         """
+        return self.encode(image, caption, lmbda, target_bpp).data
+
+    def encode(
+        self,
+        image: Image.Image | np.ndarray,
+        caption: str = "",
+        lmbda: float | None = None,
+        target_bpp: float | None = None,
+    ) -> Encoded:
+        """`compress`, with the quality used and the time it took."""
         del caption
+        t0 = time.perf_counter()
+        pil = as_pil_rgb(image)
         if target_bpp is not None:
-            return self.compress_to_bpp(image, target_bpp)[0]
-        return self.encode(image, self.quality_from_lmbda(lmbda))
+            data, quality = self.compress_to_bpp(pil, target_bpp)
+        else:
+            quality = self.quality_from_lmbda(lmbda)
+            data = self.encode_quality(pil, quality)
+        return Encoded(data, pil.height, pil.width, float(quality), (time.perf_counter() - t0) * 1e3)
 
     def decompress(self, data: bytes) -> Image.Image:
         """Decode bytes of this codec's format to an RGB image; anything else raises `BitstreamError`."""
@@ -155,6 +193,10 @@ class PillowCodec:
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
             raise BitstreamError(f"{self.name}: corrupted {self.pil_format} data ({exc})") from exc
         return img if img.mode == "RGB" else img.convert("RGB")
+
+    def decompress_float(self, data: bytes) -> np.ndarray:
+        """The 8-bit decoded image as float32 in [0, 1] (a classical decoder has no other output)."""
+        return np.asarray(self.decompress(data), dtype=np.float32) / 255.0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -1,0 +1,372 @@
+"""TACO and ELIC (any size, embedded or official weights) behind the `Codec` protocol.
+
+Learned codecs write the `.taco` container of :mod:`app.bitstream`. Images are padded to a multiple
+of 64 (edge replication; the padded pixels cost bits, which are counted) and cropped back inside
+the codec; bpp is always 8·len(bytes)/(H·W) of the original image. Encoding uses the portable
+(exact integer) entropy model unless ``coding="float"``; decoding follows each file's flag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from app import bitstream
+from app.codecs.guards import check_decode_size, check_encode_size, rans_guard
+from app.codecs.protocol import Capabilities, Encoded, RateControl, as_float32
+from app.errors import BitstreamError, ConfigError, TacoError
+from app.hashing import sha256_cached
+from app.images import ImageLike, to_rgb_array
+from app.metrics import bpp
+from app.settings import get_settings
+
+PAD = 64
+#: Coding paths a learned codec can encode with (the file records which one it used).
+CODINGS = (bitstream.PORTABLE, bitstream.FLOAT)
+
+
+# --------------------------------------------------------------------------- weights bookkeeping
+
+
+def random_fingerprint(config_name: str) -> str:
+    """Fingerprint of a deterministic random initialisation (development and tests only)."""
+    return hashlib.sha256(f"random-init-v1:{config_name}".encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- learned codecs
+
+
+@dataclass
+class _Variant:
+    """One set of weights: a model, its rate point (fixed-rate) and its fingerprint."""
+
+    cfg: dict
+    source: Path | None  # weights file, None = random init
+    fixed_lmbda: float | None
+    fingerprint_hex: str | None = None
+    model: Any = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def fingerprint(self) -> bytes:
+        if self.fingerprint_hex is None:
+            assert self.source is not None
+            self.fingerprint_hex = sha256_cached(self.source)
+        return bytes.fromhex(self.fingerprint_hex)[: bitstream.FINGERPRINT_BYTES]
+
+
+class LearnedCodec:
+    """TACO or ELIC (any size) behind the :class:`Codec` interface.
+
+    A variable-rate model offers a continuous λ in ``rate_range`` from one set of weights (gain
+    units); a fixed-rate family (the official checkpoints) offers the λ values of ``rate_ladder``,
+    one set of weights each.
+    """
+
+    def __init__(self, name: str, variants: list[_Variant], description: str = "",
+                 coding: str = bitstream.PORTABLE, device: str = "cpu", max_pixels: int | None = None):
+        if not variants:
+            raise ConfigError(f"codec {name!r} has no weights")
+        if coding not in CODINGS:
+            raise ConfigError(f"coding must be one of {', '.join(CODINGS)}, got {coding!r}")
+        self.name = name
+        #: How this codec *encodes*: "portable" (exact entropy model, decodes the same on every
+        #: machine) or "float" (the official float32 arithmetic). Decoding follows each file.
+        self.coding = coding
+        #: Where the model runs ("cpu", "cuda", "cuda:1"); files are the same bytes-level format
+        #: everywhere, and portable ones decode the same on any device.
+        self.device = device
+        self.description = description
+        self._max_pixels = max_pixels
+        self._variants = variants
+        self.cfg = variants[0].cfg
+        self.arch: str = self.cfg["arch"]
+        self.text_encoder_kind: str | None = (
+            self.cfg.get("text_encoder") if self.arch == "taco" else None
+        )
+        if len(variants) == 1 and variants[0].fixed_lmbda is None and self.cfg.get("variable_rate"):
+            lo, hi = self.cfg["lmbda_range"]
+            self.rate_range: tuple[float, float] | None = (float(lo), float(hi))
+            self.rate_ladder: list[float] | None = None
+        else:
+            self.rate_range = None
+            self.rate_ladder = sorted(v.fixed_lmbda for v in variants if v.fixed_lmbda is not None)
+            if len(self.rate_ladder) != len(variants):
+                raise ConfigError(f"codec {name!r}: fixed-rate weights need a λ each")
+        rate = (RateControl.continuous(*self.rate_range) if self.rate_range is not None
+                else RateControl.of_ladder(self.rate_ladder))
+        self.capabilities = Capabilities(
+            learned=True,
+            rate=rate,
+            random_weights=all(v.source is None for v in variants),
+            text_encoder=self.text_encoder_kind,
+            float_decode=True,
+            untrusted_decode=True,
+        )
+
+    @property
+    def max_pixels(self) -> int:
+        """Largest image (pixels) this codec encodes or decodes (default: ``TACO_MAX_PIXELS``)."""
+        return self._max_pixels if self._max_pixels is not None else get_settings().max_pixels
+
+    @property
+    def rate(self) -> RateControl:
+        return self.capabilities.rate
+
+    # -- model access -------------------------------------------------------------------------
+
+    @property
+    def default_lmbda(self) -> float:
+        if self.rate_range is not None:
+            lo, hi = self.rate_range
+            return as_float32(math.sqrt(lo * hi))
+        assert self.rate_ladder
+        return self.rate_ladder[len(self.rate_ladder) // 2]
+
+    def _variant(self, lmbda: float | None) -> _Variant:
+        if self.rate_range is not None:
+            return self._variants[0]
+        assert self.rate_ladder is not None
+        if lmbda is None:
+            lmbda = self.default_lmbda
+        return min(self._variants, key=lambda v: abs(math.log(v.fixed_lmbda / lmbda)))
+
+    def _model(self, variant: _Variant):
+        with variant.lock:
+            if variant.model is None:
+                variant.model = _build_model(variant).to(self.device)
+            return variant.model
+
+    def resolve_lmbda(self, lmbda: float | None) -> float:
+        """Clamp / snap a requested rate parameter to what this codec offers (float32-exact)."""
+        if lmbda is None:
+            return self.default_lmbda
+        if not (isinstance(lmbda, int | float) and math.isfinite(lmbda) and lmbda > 0):
+            raise TacoError(f"rate parameter λ must be a positive number, got {lmbda!r}")
+        if self.rate_range is not None:
+            lo, hi = self.rate_range
+            return as_float32(min(max(float(lmbda), lo), hi))
+        return float(self._variant(lmbda).fixed_lmbda)
+
+    def fingerprint(self, lmbda: float | None = None) -> bytes:
+        return self._variant(self.resolve_lmbda(lmbda)).fingerprint
+
+    # -- text ---------------------------------------------------------------------------------
+
+    def text_states(self, caption: str):
+        """Per-token text states for the encoder (None for ELIC)."""
+        if self.arch != "taco":
+            return None
+        from app.text import clean_caption, get_text_encoder
+
+        enc = get_text_encoder(self.text_encoder_kind)
+        return enc.encode([clean_caption(caption or "")]).to(self.device)
+
+    # -- coding -------------------------------------------------------------------------------
+
+    def _encode_once(self, x_pad, h: int, w: int, text, lmbda: float) -> bytes:
+        import torch
+
+        variant = self._variant(lmbda)
+        model = self._model(variant)
+        rate_arg = lmbda if self.rate_range is not None else None
+        with torch.inference_mode():
+            if self.arch == "taco":
+                out = model.compress(x_pad, text, lmbda=rate_arg, coding=self.coding)
+            else:
+                out = model.compress(x_pad, lmbda=rate_arg, coding=self.coding)
+        strings = [s[0] if isinstance(s, list | tuple) else s for s in out["strings"]]
+        header = bitstream.Header(self.name, variant.fingerprint, lmbda, h, w, self.coding,
+                                  out["tables_crc"], out["symbols_crc"][0])
+        return bitstream.pack(header, strings)
+
+    def encode(
+        self,
+        image: ImageLike,
+        caption: str = "",
+        lmbda: float | None = None,
+        target_bpp: float | None = None,
+    ) -> Encoded:
+        """Compress and report the cost; ``target_bpp`` searches λ (overrides ``lmbda``)."""
+        arr = to_rgb_array(image)
+        h, w = arr.shape[:2]
+        check_encode_size(h, w, self.max_pixels)
+        t0 = time.perf_counter()
+        x_pad = pad_tensor(arr).to(self.device)
+        text = self.text_states(caption)
+        if target_bpp is not None:
+            if not (math.isfinite(target_bpp) and target_bpp > 0):
+                raise TacoError(f"target bpp must be a positive number, got {target_bpp!r}")
+            data, lam = self._search_bpp(x_pad, h, w, text, float(target_bpp))
+        else:
+            lam = self.resolve_lmbda(lmbda)
+            data = self._encode_once(x_pad, h, w, text, lam)
+        return Encoded(data, h, w, lam, (time.perf_counter() - t0) * 1e3)
+
+    def _search_bpp(self, x_pad, h, w, text, target: float) -> tuple[bytes, float]:
+        """Closest real-bytes bpp to ``target`` (bisection on log λ, or the best ladder point)."""
+        tried: dict[float, bytes] = {}
+
+        def run(lam: float) -> float:
+            lam = self.resolve_lmbda(lam)
+            if lam not in tried:
+                tried[lam] = self._encode_once(x_pad, h, w, text, lam)
+            return bpp(tried[lam], h, w)
+
+        if self.rate_ladder is not None:
+            for lam in self.rate_ladder:
+                run(lam)
+        else:
+            lo, hi = (math.log(v) for v in self.rate_range)  # type: ignore[union-attr]
+            if run(math.exp(lo)) < target < run(math.exp(hi)):
+                for _ in range(12):
+                    mid = 0.5 * (lo + hi)
+                    b = run(math.exp(mid))
+                    if abs(b - target) <= 0.01 * target:
+                        break
+                    lo, hi = (mid, hi) if b < target else (lo, mid)
+        best = min(tried, key=lambda lam: abs(bpp(tried[lam], h, w) - target))
+        return tried[best], best
+
+    def compress(
+        self,
+        image: ImageLike,
+        caption: str = "",
+        lmbda: float | None = None,
+        target_bpp: float | None = None,
+    ) -> bytes:
+        return self.encode(image, caption, lmbda, target_bpp).data
+
+    def _unpack_own(self, data: bytes) -> tuple[bitstream.Header, list[bytes]]:
+        """Validate a `.taco` file and check that this codec made it."""
+        header, strings = bitstream.unpack(data)
+        if header.model_id != self.name:
+            raise BitstreamError(
+                f"bitstream was made by {header.model_id!r}, not by {self.name!r}"
+            )
+        return header, strings
+
+    def decompress(self, data: bytes) -> Image.Image:
+        return self._decode(*self._unpack_own(data))
+
+    def decompress_float(self, data: bytes) -> np.ndarray:
+        """Decoder output as an (H, W, 3) float32 array, **unclamped and unrounded**.
+
+        This is what the paper's PSNR is computed on (its eval scripts use the raw x̂); the image
+        returned by :meth:`decompress` is the clamped 8-bit version a user sees.
+        """
+        x_hat = self._decode_tensor(*self._unpack_own(data))
+        return np.ascontiguousarray(x_hat.permute(1, 2, 0).float().numpy())
+
+    def _decode(self, header: bitstream.Header, strings: list[bytes]) -> Image.Image:
+        import torch
+
+        x_hat = self._decode_tensor(header, strings)
+        arr = (x_hat.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        return Image.fromarray(np.ascontiguousarray(arr), "RGB")
+
+    def _decode_tensor(self, header: bitstream.Header, strings: list[bytes]):
+        """Validate the header against this codec and run the decoder: (3, H, W) float."""
+        import torch
+
+        lam = header.lmbda
+        if self.rate_ladder is not None:
+            if lam is None or min(abs(math.log(v / lam)) for v in self.rate_ladder) > 1e-3:
+                raise BitstreamError(f"bitstream rate λ={lam} is not one of this model's rates")
+        elif lam is None or not (
+            self.rate_range[0] * 0.999 <= lam <= self.rate_range[1] * 1.001  # type: ignore[index]
+        ):
+            raise BitstreamError(f"bitstream rate λ={lam} is outside this model's range")
+        variant = self._variant(lam)
+        if header.fingerprint != variant.fingerprint:
+            raise BitstreamError(
+                f"bitstream was made with other {self.name} weights "
+                f"({header.fingerprint.hex()} vs loaded {variant.fingerprint.hex()})"
+            )
+        if len(strings) != 2:
+            raise BitstreamError(f"expected 2 entropy-coded strings, found {len(strings)}")
+        check_decode_size(header, strings, self.max_pixels)
+        model = self._model(variant)
+        ph, pw = _padded(header.height), _padded(header.width)
+        shape = (ph // 64, pw // 64)
+        rate_arg = lam if self.rate_range is not None else None
+        n_y = int(self.cfg.get("M", 320)) * (ph // 16) * (pw // 16)
+        n_z = int(self.cfg.get("N", 192)) * (ph // 64) * (pw // 64)
+        y_string, z_string = rans_guard(strings[0], n_y), rans_guard(strings[1], n_z)
+        if header.tables_crc is not None:
+            tables_crc = model.coder(header.coding)[1].crc
+            if tables_crc != header.tables_crc:
+                raise BitstreamError(
+                    f"encoded with {header.coding} coding tables this machine does not reproduce "
+                    f"(tables check {header.tables_crc:08x}, here {tables_crc:08x}): "
+                    "it cannot be decoded exactly here"
+                )
+        try:
+            with torch.inference_mode():
+                out = model.decompress([[y_string], [z_string]], shape, lmbda=rate_arg,
+                                       coding=header.coding)
+        except TacoError:
+            raise
+        except Exception as exc:  # the entropy decoder rejects some garbage itself
+            raise BitstreamError(f"bitstream cannot be decoded: {exc}".splitlines()[0]) from None
+        if header.symbols_crc is not None and out["symbols_crc"][0] != header.symbols_crc:
+            raise BitstreamError(
+                "encoded with arithmetic this machine does not reproduce: the decoded latents "
+                f"differ from the encoder's (symbols check {header.symbols_crc:08x}, decoded "
+                f"{out['symbols_crc'][0]:08x}; a {header.coding}-path file"
+                + (", made for the CPU class that wrote it)" if header.coding == bitstream.FLOAT
+                   else ")")
+            )
+        return out["x_hat"][0, :, : header.height, : header.width].cpu()
+
+
+def _padded(n: int) -> int:
+    return (n + PAD - 1) // PAD * PAD
+
+
+def pad_tensor(arr: np.ndarray):
+    """(H,W,3) uint8 → (1,3,H',W') float in [0,1], H' and W' multiples of 64 (edge-replicated)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.array(arr, dtype=np.float32)).permute(2, 0, 1).div_(255.0)[None]
+    h, w = arr.shape[:2]
+    ph, pw = _padded(h) - h, _padded(w) - w
+    if ph or pw:
+        mode = "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return x
+
+
+def _build_model(variant: _Variant):
+    """Instantiate a model and load its weights (or a deterministic random init)."""
+    import torch
+
+    from app.models.factory import create_model, load_official_checkpoint, load_weights
+
+    cfg = variant.cfg
+    if variant.source is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = create_model(cfg)
+        model.eval()
+        model.update(force=True)
+        return model
+    path = variant.source
+    if path.suffix == ".safetensors":
+        model = create_model(cfg)
+        load_weights(model, path)
+        model.eval()
+        model.update(force=True)
+        return model
+    return load_official_checkpoint(path, cfg)
+
+
