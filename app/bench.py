@@ -34,9 +34,8 @@ from typing import Any
 import numpy as np
 
 from app.errors import TacoError
+from app.settings import get_settings
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-ASSETS_DIR = REPO_ROOT / "assets"
 DEFAULT_CODECS: tuple[str, ...] = ("jpeg", "webp", "avif")
 #: Learned codecs tried by default (skipped with a reason when they cannot be loaded).
 OPTIONAL_CODECS: tuple[str, ...] = ("taco", "elic")
@@ -50,6 +49,10 @@ class Timing:
     min_ms: float
     max_ms: float
     repeat: int
+
+    @classmethod
+    def of(cls, times_ms: Sequence[float]) -> Timing:
+        return cls(statistics.median(times_ms), min(times_ms), max(times_ms), len(times_ms))
 
     def as_dict(self) -> dict[str, float | int]:
         """JSON-ready, rounded to 0.01 ms."""
@@ -76,12 +79,13 @@ def time_call(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1) -> tuple[
         t0 = time.perf_counter()
         result = fn()
         times.append((time.perf_counter() - t0) * 1e3)
-    return Timing(statistics.median(times), min(times), max(times), repeat), result
+    return Timing.of(times), result
 
 
 def default_image_path() -> Path | None:
     """First ``assets/*.png`` by name, or None."""
-    pngs = sorted(ASSETS_DIR.glob("*.png")) if ASSETS_DIR.is_dir() else []
+    assets = get_settings().root / "assets"
+    pngs = sorted(assets.glob("*.png")) if assets.is_dir() else []
     return pngs[0] if pngs else None
 
 
@@ -102,14 +106,24 @@ def load_bench_image(path: Path | None) -> tuple[np.ndarray, str]:
 
 def bench_codec(codec: Any, image: np.ndarray, rate: float | None = None, caption: str = "",
                 repeat: int = 5, warmup: int = 1) -> dict[str, Any]:
-    """Warm median compress and decompress latency of one codec on one image."""
-    h, w = image.shape[:2]
-    enc, data = time_call(lambda: codec.compress(image, caption=caption, lmbda=rate), repeat, warmup)
-    dec, _ = time_call(lambda: codec.decompress(data), repeat, warmup)
+    """Warm median compress and decompress latency of one codec on one image.
+
+    Each round is `app.measure.code` (a real encode, then a decode of its bytes), the path the UI
+    and the evaluation measure with.
+    """
+    from app.measure import code
+
+    if repeat < 1:
+        raise TacoError("--repeat must be at least 1")
+    runs = [code(codec, image, caption, rate) for _ in range(max(0, warmup) + repeat)]
+    runs = runs[max(0, warmup):]
+    enc = Timing.of([r.encode_ms for r in runs])
+    dec = Timing.of([r.decode_ms for r in runs])
+    last = runs[-1]
     return {
         "rate": rate,
-        "bytes": len(data),
-        "bpp": round(8.0 * len(data) / (h * w), 4),
+        "bytes": last.n_bytes,
+        "bpp": round(last.bpp, 4),
         "compress": enc.as_dict(),
         "decompress": dec.as_dict(),
         "peak_rss_mb_after": peak_rss_mb(),

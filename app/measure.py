@@ -1,0 +1,177 @@
+"""Measuring a codec on an image: the one path the UI, the evaluation and the benchmark share.
+
+``measure(codec, image, caption, rate)`` encodes with real bytes, decodes them, and scores the
+reconstruction; every number stays a number (`Measurement`). It is two steps that callers may also
+use apart, e.g. to cache the coding and re-score under another LPIPS convention:
+
+* :func:`code` — encode + decode, timed (`Coded`);
+* :func:`score` — PSNR, the paper's float PSNR, MS-SSIM and LPIPS of a `Coded` (`Scores`).
+
+Which metrics run, and with which functions, is a :class:`Metrics` value: the defaults are the
+package's own (`app.metrics`); the UI passes the functions of its backend.
+
+Conventions: PSNR is on the 8-bit reconstruction; ``psnr_float`` is on the decoder's unclamped
+output (``Codec.decompress_float``) when the codec has one (``capabilities.float_decode``), else
+on the 8-bit image (a classical codec's only output); MS-SSIM on images with a shorter side of at
+most 160 px runs on copies resized to a 256-px shorter side (``ms_ssim_resized``); LPIPS-alex in
+the standard convention ([-1, 1] inputs) and in the paper's ([0, 1] inputs fed as they are).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.codecs.protocol import Codec
+from app.errors import TacoError
+from app.images import ImageLike
+
+LpipsFn = Callable[..., float]
+
+
+@dataclass(frozen=True)
+class Coded:
+    """An image through one codec: the file, the 8-bit reconstruction, the rate used, timings."""
+
+    codec: str
+    data: bytes
+    recon: np.ndarray
+    rate: float | None
+    encode_ms: float
+    decode_ms: float
+
+    @property
+    def n_bytes(self) -> int:
+        return len(self.data)
+
+    @property
+    def bpp(self) -> float:
+        h, w = self.recon.shape[:2]
+        return 8.0 * len(self.data) / (h * w)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Quality of a reconstruction; None where a metric was not asked for or not available."""
+
+    psnr: float
+    psnr_float: float | None = None
+    ms_ssim: float | None = None
+    ms_ssim_resized: bool = False
+    lpips: float | None = None
+    lpips_paper: float | None = None
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Which metrics `score` computes, and the functions it computes them with."""
+
+    psnr_float: bool = True
+    ms_ssim: bool = True
+    lpips: bool = True
+    lpips_paper: bool = True
+    psnr_fn: Callable[[np.ndarray, np.ndarray], float] | None = None
+    ms_ssim_fn: Callable[[np.ndarray, np.ndarray], float] | None = None
+    lpips_fn: LpipsFn | None = None
+
+
+#: Every metric, with the package's functions.
+ALL = Metrics()
+#: No metric beyond PSNR (timing runs).
+TIMING = Metrics(psnr_float=False, ms_ssim=False, lpips=False, lpips_paper=False)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """`Coded` and `Scores` of one codec on one image."""
+
+    coded: Coded
+    scores: Scores
+    height: int
+    width: int
+
+    @property
+    def codec(self) -> str:
+        return self.coded.codec
+
+    @property
+    def n_bytes(self) -> int:
+        return self.coded.n_bytes
+
+    @property
+    def bpp(self) -> float:
+        return self.coded.bpp
+
+
+def to_uint8(img: object) -> np.ndarray:
+    """A decoded image as a contiguous (H, W, 3) uint8 array (one-line `TacoError` otherwise)."""
+    from app.metrics import to_uint8_rgb
+
+    return np.ascontiguousarray(to_uint8_rgb(img, "decoded image"))
+
+
+def code(codec: Codec, image: np.ndarray, caption: str = "", rate: float | None = None,
+         target_bpp: float | None = None) -> Coded:
+    """Encode ``image`` (H, W, 3 uint8) with real bytes and decode them again, timed.
+
+    ``rate`` is the codec's rate parameter (λ, or a Pillow quality); ``target_bpp`` (if given)
+    searches it. A reconstruction of another size than the input raises `TacoError`.
+    """
+    t0 = time.perf_counter()
+    enc = codec.encode(image, caption=caption, lmbda=rate, target_bpp=target_bpp)
+    t1 = time.perf_counter()
+    recon = to_uint8(codec.decompress(enc.data))
+    t2 = time.perf_counter()
+    if recon.shape != image.shape:
+        raise TacoError(
+            f"{codec.name} returned a {recon.shape[1]}x{recon.shape[0]} image for a "
+            f"{image.shape[1]}x{image.shape[0]} input"
+        )
+    return Coded(codec.name, bytes(enc.data), recon, enc.lmbda, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+
+
+def score(image: np.ndarray, coded: Coded, codec: Codec | None = None,
+          metrics: Metrics = ALL) -> Scores:
+    """The metrics of ``metrics`` for ``coded`` against ``image``.
+
+    ``codec`` is needed only for ``psnr_float`` of a codec with a float decoder (it decodes the
+    file once more, to its unclamped output).
+    """
+    from app import metrics as m
+
+    recon = coded.recon
+    h, w = image.shape[:2]
+    psnr = (metrics.psnr_fn or m.psnr)(image, recon)
+    p_float = None
+    if metrics.psnr_float:
+        if codec is not None and codec.capabilities.float_decode:
+            p_float = m.psnr_float(image, np.asarray(codec.decompress_float(coded.data),
+                                                     dtype=np.float64))
+        else:  # 8-bit output: the paper's x̂ is the 8-bit image
+            p_float = m.psnr_float(image, recon)
+    ms = (metrics.ms_ssim_fn or m.ms_ssim)(image, recon) if metrics.ms_ssim else None
+    lpips_fn = metrics.lpips_fn or m.lpips
+    lp = lpips_fn(image, recon, convention="standard") if metrics.lpips else None
+    lp_paper = lpips_fn(image, recon, convention="paper") if metrics.lpips_paper else None
+    return Scores(
+        psnr=float(psnr),
+        psnr_float=None if p_float is None else float(p_float),
+        ms_ssim=None if ms is None else float(ms),
+        ms_ssim_resized=bool(metrics.ms_ssim and m.ms_ssim_needs_resize(h, w)),
+        lpips=None if lp is None else float(lp),
+        lpips_paper=None if lp_paper is None else float(lp_paper),
+    )
+
+
+def measure(codec: Codec, image: ImageLike, caption: str = "", rate: float | None = None, *,
+            target_bpp: float | None = None, metrics: Metrics = ALL) -> Measurement:
+    """Encode, decode and score one codec on one image (see the module docstring)."""
+    from app.images import to_rgb_array
+
+    arr = np.ascontiguousarray(to_rgb_array(image))
+    coded = code(codec, arr, caption, rate, target_bpp)
+    h, w = arr.shape[:2]
+    return Measurement(coded, score(arr, coded, codec, metrics), h, w)
