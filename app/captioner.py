@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.errors import CaptionError, ImageInputError, MissingModelError
-from app.hub import hf_cache_dir, hub_reachable, offline_mode
+from app.hub import hf_cache_dir, hub_reachable, offline_mode, quiet_loading
 from app.settings import get_settings
 from app.text import clean_caption
 
@@ -122,8 +122,10 @@ def _load(source: str, local_only: bool, cache_dir: str | None) -> tuple[Any, An
     if cache_dir is not None:
         kwargs["cache_dir"] = cache_dir
     try:
-        processor = BlipProcessor.from_pretrained(source, **kwargs)
-        model = BlipForConditionalGeneration.from_pretrained(source, dtype=torch.float32, **kwargs)
+        with quiet_loading(local_only or Path(source).is_dir()):
+            processor = BlipProcessor.from_pretrained(source, **kwargs)
+            model = BlipForConditionalGeneration.from_pretrained(source, dtype=torch.float32,
+                                                                 **kwargs)
     except Exception as err:  # OSError, ValueError, hub errors: all mean "not usable here"
         if Path(source).is_dir():
             msg = f"{_LABEL} folder '{source}' could not be loaded ({type(err).__name__}); {_HINT_DIR}"

@@ -8,10 +8,12 @@ cache variables are read at call time, so a caller or test can change them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from urllib.parse import urlparse
 
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -87,3 +89,26 @@ def hub_reachable(timeout: float = 1.5) -> bool:
     with _probe_lock:
         _probe_cache[key] = (time.monotonic(), ok)
     return ok
+
+
+@contextlib.contextmanager
+def quiet_loading(enabled: bool = True) -> Iterator[None]:
+    """Hide transformers' "Loading weights" progress bar while a local model loads.
+
+    The bar goes to stderr, where the CLI promises one line per message; a download (not local)
+    keeps its progress bars, since the user waits for it. transformers' switch also covers
+    huggingface_hub's bars, so it is restored afterwards.
+    """
+    if not enabled:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    if was_on:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()

@@ -92,8 +92,9 @@ def _first_line(exc: BaseException) -> str:
 
 def _to_rgb(img: Image.Image, notices: list[str]) -> Image.Image:
     """Convert any Pillow mode to RGB, flattening transparency onto white."""
-    if getattr(img, "n_frames", 1) > 1:
-        notices.append(f"animated image: only the first of {img.n_frames} frames is used")
+    frames = int(getattr(img, "n_frames", 1))  # only multi-frame formats have n_frames
+    if frames > 1:
+        notices.append(f"animated image: only the first of {frames} frames is used")
         img.seek(0)
     try:
         transposed = ImageOps.exif_transpose(img)
@@ -119,7 +120,8 @@ def _to_rgb(img: Image.Image, notices: list[str]) -> Image.Image:
         mode = "RGBA"
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
-        if rgba.getextrema()[3][0] < 255:
+        alpha_min = rgba.getchannel("A").getextrema()[0]
+        if isinstance(alpha_min, int | float) and alpha_min < 255:
             notices.append("transparency flattened onto white")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")

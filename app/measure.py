@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from app.codecs.protocol import Codec
 from app.errors import TacoError
@@ -106,7 +107,7 @@ class Measurement:
         return self.coded.bpp
 
 
-def to_uint8(img: object) -> np.ndarray:
+def to_uint8(img: Image.Image | np.ndarray) -> np.ndarray:
     """A decoded image as a contiguous (H, W, 3) uint8 array (one-line `TacoError` otherwise)."""
     from app.metrics import to_uint8_rgb
 

@@ -231,8 +231,8 @@ def summarize(store: FeatureStore, rows: Iterable[Mapping[str, str]], images: Se
         used_images = {r["image"] for r in members}
         real = [p for p, name in zip(real_parts, images, strict=True) if name in used_images]
         if not missing and all(p is not None for p in real):
-            fake = np.concatenate(fake_parts, 0)
-            real_arr = np.concatenate(real, 0)
+            fake = np.concatenate([p for p in fake_parts if p is not None], 0)
+            real_arr = np.concatenate([p for p in real if p is not None], 0)
             point.update(distances(real_arr, fake))
             point["samples"] = [len(real_arr), len(fake)]
         elif not missing:

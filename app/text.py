@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from app.errors import CaptionError, ConfigError, MissingModelError
-from app.hub import hf_cache_dir, hub_reachable
+from app.hub import hf_cache_dir, hub_reachable, quiet_loading
 from app.settings import get_settings
 
 if TYPE_CHECKING:
@@ -248,9 +248,10 @@ class _HFTextEncoder:
                 import torch
 
                 try:
-                    model = self._model_class().from_pretrained(
-                        self.source, dtype=torch.float32, **self._from_pretrained_kwargs()
-                    )
+                    with quiet_loading(self._local_only or Path(self.source).is_dir()):
+                        model = self._model_class().from_pretrained(
+                            self.source, dtype=torch.float32, **self._from_pretrained_kwargs()
+                        )
                 except Exception as err:
                     raise self._missing(err) from err
                 model = model.float().eval()
@@ -492,7 +493,7 @@ _KINDS: dict[str, type[_HFTextEncoder]] = {"clip": CLIPTextEncoder, "minilm": Mi
 
 @functools.lru_cache(maxsize=8)
 def _build_encoder(kind: str, model_dir: str | None) -> TextEncoder:
-    return _KINDS[kind](model_dir)
+    return _KINDS[kind](model_dir)  # type: ignore[call-arg, arg-type]  # subclasses take model_dir only
 
 
 def get_text_encoder(kind: str, model_dir: str | None = None) -> TextEncoder:

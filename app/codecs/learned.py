@@ -102,7 +102,7 @@ class LearnedCodec:
             if len(self.rate_ladder) != len(variants):
                 raise ConfigError(f"codec {name!r}: fixed-rate weights need a λ each")
         rate = (RateControl.continuous(*self.rate_range) if self.rate_range is not None
-                else RateControl.of_ladder(self.rate_ladder))
+                else RateControl.of_ladder(self.rate_ladder or []))
         self.capabilities = Capabilities(
             learned=True,
             rate=rate,
@@ -137,7 +137,8 @@ class LearnedCodec:
         assert self.rate_ladder is not None
         if lmbda is None:
             lmbda = self.default_lmbda
-        return min(self._variants, key=lambda v: abs(math.log(v.fixed_lmbda / lmbda)))
+        target = lmbda
+        return min(self._variants, key=lambda v: abs(math.log(float(v.fixed_lmbda or 0) / target)))
 
     def _model(self, variant: _Variant):
         with variant.lock:
@@ -154,7 +155,9 @@ class LearnedCodec:
         if self.rate_range is not None:
             lo, hi = self.rate_range
             return as_float32(min(max(float(lmbda), lo), hi))
-        return float(self._variant(lmbda).fixed_lmbda)
+        fixed = self._variant(lmbda).fixed_lmbda
+        assert fixed is not None  # a ladder variant always has its λ
+        return float(fixed)
 
     def fingerprint(self, lmbda: float | None = None) -> bytes:
         return self._variant(self.resolve_lmbda(lmbda)).fingerprint
@@ -167,6 +170,7 @@ class LearnedCodec:
             return None
         from app.text import clean_caption, get_text_encoder
 
+        assert self.text_encoder_kind is not None  # every TACO config names its text encoder
         enc = get_text_encoder(self.text_encoder_kind)
         return enc.encode([clean_caption(caption or "")]).to(self.device)
 

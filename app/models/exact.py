@@ -100,8 +100,10 @@ class ExactConv:
             raise ConfigError(
                 f"a {tuple(w.shape)} convolution is too wide for exact float64 accumulation"
             )
-        self.stride, self.padding = tuple(layer.stride), tuple(layer.padding)
-        self.output_padding = tuple(getattr(layer, "output_padding", (0, 0)))
+        self.stride: tuple[int, ...] = tuple(int(s) for s in layer.stride)
+        self.padding: tuple[int, ...] = tuple(int(p) for p in layer.padding)  # type: ignore[union-attr]
+        self.output_padding: tuple[int, ...] = tuple(
+            int(p) for p in getattr(layer, "output_padding", (0, 0)))
         if self.transposed and self.stride == (1, 1) and self.output_padding == (0, 0):
             # A stride-1 transposed conv is the regular conv with the flipped kernel, in and out
             # channels swapped and padding k-1-p: the same integer sums, about twice as fast.
