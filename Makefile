@@ -39,8 +39,9 @@ bench: setup ## speed and memory numbers (JSON) on a shipped asset
 fuzz: setup ## 10 000 hostile-bitstream cases
 	FUZZ_EXAMPLES=10000 $(PY) -m pytest tests/test_fuzz_bitstream.py -q
 
-lint: setup ## ruff
+lint: setup ## ruff, and mypy on app/
 	$(VENV)/bin/ruff check app tests scripts app.py
+	$(VENV)/bin/mypy
 
 clean: ## remove caches (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache .hypothesis
