@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -24,6 +26,38 @@ def fresh_settings():
     set_settings(None)
     yield
     set_settings(None)
+
+
+def synthetic_photo(h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:
+    """A smooth, photo-like (H, W, 3) uint8 image: three sinusoidal gradients plus mild noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    img = np.stack([128 + 100 * np.sin(x / 17.0 + seed), 128 + 90 * np.cos(y / 13.0),
+                    128 + 80 * np.sin((x + y) / 23.0)], axis=2)
+    img += rng.normal(0, 6, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def photo() -> Callable[..., np.ndarray]:
+    """`synthetic_photo`, as a fixture: ``photo(h, w, seed)``."""
+    return synthetic_photo
+
+
+@pytest.fixture(scope="session")
+def tiny_elic():
+    """The tiny random-weights ELIC (``elic-tiny``), loaded once for the session."""
+    from app.codecs import load_codec
+
+    return load_codec("elic-tiny", allow_random=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_taco():
+    """The tiny random-weights TACO (``taco-tiny``, MiniLM text), loaded once for the session."""
+    from app.codecs import load_codec
+
+    return load_codec("taco-tiny", allow_random=True)
 
 
 @pytest.fixture(scope="session")

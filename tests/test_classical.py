@@ -18,17 +18,9 @@ from app.errors import BitstreamError, ConfigError, ImageInputError
 from app.metrics import psnr
 
 
-def _photo(h: int = 96, w: int = 128) -> np.ndarray:
-    """A smooth synthetic photo-like image with some texture (deterministic)."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    rng = np.random.default_rng(0)
-    base = np.stack([128 + 90 * np.sin(xx / 17), 128 + 80 * np.cos(yy / 11), (xx + yy) % 256], -1)
-    return np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
-def image() -> np.ndarray:
-    return _photo()
+def image(photo) -> np.ndarray:
+    return photo(96, 128)
 
 
 @pytest.mark.parametrize("name", CLASSICAL_CODECS)

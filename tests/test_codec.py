@@ -23,17 +23,15 @@ def img() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def elic() -> LearnedCodec:
-    c = load_codec("elic-tiny", allow_random=True)
-    assert isinstance(c, LearnedCodec)
-    return c
+def elic(tiny_elic) -> LearnedCodec:
+    assert isinstance(tiny_elic, LearnedCodec)
+    return tiny_elic
 
 
 @pytest.fixture(scope="module")
-def taco() -> LearnedCodec:
-    c = load_codec("taco-tiny", allow_random=True)
-    assert isinstance(c, LearnedCodec)
-    return c
+def taco(tiny_taco) -> LearnedCodec:
+    assert isinstance(tiny_taco, LearnedCodec)
+    return tiny_taco
 
 
 def test_round_trip_crops_back_and_reports_real_bpp(elic, img):
@@ -132,11 +130,11 @@ def test_cli_round_trip(tmp_path, img, capsys):
     assert "model=taco-tiny" in capsys.readouterr().out
 
 
-def test_cli_says_when_lambda_is_clamped(tmp_path, img, capsys):
+def test_cli_says_when_lambda_is_clamped(tmp_path, img, capsys, taco):
     src = tmp_path / "in.png"
     Image.fromarray(img).save(src)
     argv = ["compress", str(src), "-o", str(tmp_path / "x.taco"), "--model", "taco-tiny", "--allow-random"]
-    lo, hi = load_codec("taco-tiny", allow_random=True).rate_range
+    lo, hi = taco.rate_range
     assert cli_main([*argv, "--lmbda", "5"]) == 0
     captured = capsys.readouterr()
     assert f"note: λ 5 is not offered by taco-tiny (range {lo:g}–{hi:g}); used {hi:.6g}" in captured.err

@@ -275,11 +275,11 @@ def test_cli_with_hostile_file_names(
 
 
 @pytest.mark.parametrize("case", _sampled(ROUND_TRIP_SAMPLE))
-def test_api_compress(case: hostile.Case, tiny: None) -> None:
+def test_api_compress(case: hostile.Case, tiny: None, tiny_elic) -> None:
     """`LearnedCodec.compress(bytes)`: every refusal and a sample of round trips by default."""
-    from app.codecs import decompress, load_codec
+    from app.codecs import decompress
 
-    codec = load_codec("elic-tiny", allow_random=True)
+    codec = tiny_elic
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

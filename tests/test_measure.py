@@ -9,21 +9,19 @@ import pytest
 from PIL import Image
 
 from app import measure as M
-from app.codecs import load_codec
 from app.codecs.classical import get_classical_codec
 from app.codecs.protocol import Capabilities, Encoded, RateControl
 from app.errors import TacoError
 from app.metrics import psnr
 
 
-def _image(h: int = 64, w: int = 96) -> np.ndarray:
-    y, x = np.mgrid[0:h, 0:w]
-    img = np.stack([x * 2.5, y * 3.0, (x + y) * 1.5], axis=2) % 256
-    return img.astype(np.uint8)
+@pytest.fixture()
+def image(photo) -> np.ndarray:
+    return photo(64, 96)
 
 
-def test_jpeg_measurement_is_the_real_file_and_its_numbers() -> None:
-    img = _image()
+def test_jpeg_measurement_is_the_real_file_and_its_numbers(image) -> None:
+    img = image
     jpeg = get_classical_codec("jpeg")
     m = M.measure(jpeg, img, rate=40)
     assert m.coded.data == jpeg.compress(img, lmbda=40)  # the same bytes as the codec writes
@@ -37,9 +35,9 @@ def test_jpeg_measurement_is_the_real_file_and_its_numbers() -> None:
     assert m.coded.encode_ms > 0 and m.coded.decode_ms > 0
 
 
-def test_learned_float_psnr_comes_from_the_unclamped_decoder_output() -> None:
-    img = _image()
-    codec = load_codec("elic-tiny", allow_random=True)
+def test_learned_float_psnr_comes_from_the_unclamped_decoder_output(image, tiny_elic) -> None:
+    img = image
+    codec = tiny_elic
     assert codec.capabilities.float_decode
     m = M.measure(codec, img, rate=codec.rate_range[0])
     x_hat = codec.decompress_float(m.coded.data)
@@ -48,15 +46,15 @@ def test_learned_float_psnr_comes_from_the_unclamped_decoder_output() -> None:
     assert m.coded.rate == pytest.approx(codec.rate_range[0], rel=1e-6)
 
 
-def test_timing_metrics_skip_everything_but_psnr() -> None:
-    m = M.measure(get_classical_codec("webp"), _image(), rate=70, metrics=M.TIMING)
+def test_timing_metrics_skip_everything_but_psnr(image) -> None:
+    m = M.measure(get_classical_codec("webp"), image, rate=70, metrics=M.TIMING)
     s = m.scores
     assert math.isfinite(s.psnr)
     assert (s.psnr_float, s.ms_ssim, s.lpips, s.lpips_paper) == (None, None, None, None)
     assert not s.ms_ssim_resized
 
 
-def test_injected_metric_functions_are_used() -> None:
+def test_injected_metric_functions_are_used(image) -> None:
     calls: list[str] = []
     metrics = M.Metrics(
         psnr_float=False, lpips_paper=False,
@@ -64,7 +62,7 @@ def test_injected_metric_functions_are_used() -> None:
         ms_ssim_fn=lambda a, b: calls.append("ms") or 0.5,
         lpips_fn=lambda a, b, convention: calls.append(convention) or 0.25,
     )
-    s = M.measure(get_classical_codec("jpeg"), _image(), rate=50, metrics=metrics).scores
+    s = M.measure(get_classical_codec("jpeg"), image, rate=50, metrics=metrics).scores
     assert (s.psnr, s.ms_ssim, s.lpips, s.lpips_paper) == (1.0, 0.5, 0.25, None)
     assert calls == ["psnr", "ms", "standard"]
 
@@ -85,6 +83,6 @@ class _Shrinking:
         return Image.new("RGB", (8, 8))
 
 
-def test_a_reconstruction_of_another_size_is_an_error() -> None:
+def test_a_reconstruction_of_another_size_is_an_error(image) -> None:
     with pytest.raises(TacoError, match="returned a 8x8 image for a 96x64 input"):
-        M.code(_Shrinking(), _image())  # type: ignore[arg-type]
+        M.code(_Shrinking(), image)  # type: ignore[arg-type]
