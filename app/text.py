@@ -155,6 +155,22 @@ class TokenInfo:
         return min(self.n_tokens, self.max_len)
 
 
+@dataclass(frozen=True)
+class Token:
+    """One of the encoder's ``max_len`` positions for a caption.
+
+    text: the caption characters it covers ("" for special and padding positions).
+    word: index of the caption word it belongs to (None for special / padding positions); a word
+      is what the tokenizer's pre-tokenizer splits on (spaces and punctuation), so the sub-word
+      pieces "sky", "##scraper" share one index.
+    special: BOS/CLS, EOS/SEP or padding — positions the official adapter attends to as well.
+    """
+
+    text: str
+    word: int | None
+    special: bool
+
+
 @runtime_checkable
 class TextEncoder(Protocol):
     """Caption -> per-token states, the contract the codec and the trainer rely on."""
@@ -175,6 +191,10 @@ class TextEncoder(Protocol):
 
     def tokenize_info(self, caption: str) -> TokenInfo:
         """Token count and truncation details for one caption (no model forward pass)."""
+        ...
+
+    def tokens(self, caption: str) -> list[Token]:
+        """The ``max_len`` positions `encode` fills for ``caption``, in order."""
         ...
 
 
@@ -288,6 +308,22 @@ class _HFTextEncoder:
             ) from None
         with self._lock:  # a fast tokenizer must not be reconfigured by two threads at once
             return self._tokenize_info(caption)
+
+    def tokens(self, caption: str) -> list[Token]:
+        """The ``max_len`` positions `encode` fills for ``caption`` (same tokenisation), in order."""
+        if not isinstance(caption, str):
+            raise CaptionError(f"A caption must be text, not {type(caption).__name__}.")
+        with self._lock:
+            enc = self._tokenizer(caption, padding="max_length", max_length=self.max_len,
+                                  truncation=True, return_offsets_mapping=True, verbose=False)
+        word_ids = enc.word_ids()
+        out: list[Token] = []
+        for (start, stop), word in zip(enc["offset_mapping"], word_ids, strict=True):
+            if word is None or stop <= start:
+                out.append(Token("", None, True))
+            else:
+                out.append(Token(caption[start:stop], int(word), False))
+        return out
 
     def _tokenize_info(self, caption: str) -> TokenInfo:
         tok = self._tokenizer

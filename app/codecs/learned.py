@@ -86,6 +86,8 @@ class LearnedCodec:
         self.device = device
         self.description = description
         self._max_pixels = max_pixels
+        # keep_attention is model state: one attention read at a time
+        self._attention_lock = threading.Lock()
         self._variants = variants
         self.cfg = variants[0].cfg
         self.arch: str = self.cfg["arch"]
@@ -173,6 +175,46 @@ class LearnedCodec:
         assert self.text_encoder_kind is not None  # every TACO config names its text encoder
         enc = get_text_encoder(self.text_encoder_kind)
         return enc.encode([clean_caption(caption or "")]).to(self.device)
+
+    def attention_maps_kept(self) -> bool:
+        """Whether any loaded TACO model still keeps attention weights (False between reads)."""
+        for v in self._variants:
+            model = v.model
+            if model is not None and hasattr(model, "adapter"):
+                if any(model.adapter(b).keep_attention for b in ("injector1", "extractor", "injector2")):
+                    return True
+        return False
+
+    def attention(self, image: ImageLike, caption: str = "", lmbda: float | None = None
+                  ) -> dict[str, np.ndarray]:
+        """The text adapter's head-averaged cross-attention for ``image`` and ``caption``.
+
+        Runs the analysis transform only (what `encode` runs before entropy coding, so the maps are
+        those of the file `encode` would write) and returns, per adapter block, an (L, h, w) float32
+        array over the padded image: ``injector1`` (1/4 resolution) and ``injector2`` (1/8) give,
+        for each image position, its attention share of each of the L text positions (summing to 1
+        over L); ``extractor`` (1/8) gives where each text position looks (summing to 1 over h·w).
+        """
+        import torch
+
+        if self.arch != "taco":
+            raise TacoError(f"{self.name} has no text adapter: only TACO reads a caption")
+        arr = to_rgb_array(image)
+        check_encode_size(arr.shape[0], arr.shape[1], self.max_pixels)
+        lam = self.resolve_lmbda(lmbda)
+        variant = self._variant(lam)
+        model = self._model(variant)
+        x_pad = pad_tensor(arr).to(self.device)
+        text = self.text_states(caption)
+        rate_arg = lam if self.rate_range is not None else None
+        with self._attention_lock, torch.inference_mode():
+            model.keep_attention(True)
+            try:
+                model._encode_latent(x_pad, text, rate_arg, None)
+                maps = model.attention_maps()
+            finally:
+                model.keep_attention(False)
+        return {k: np.ascontiguousarray(v[0].float().cpu().numpy()) for k, v in maps.items()}
 
     # -- coding -------------------------------------------------------------------------------
 

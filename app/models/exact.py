@@ -101,7 +101,7 @@ class ExactConv:
                 f"a {tuple(w.shape)} convolution is too wide for exact float64 accumulation"
             )
         self.stride: tuple[int, ...] = tuple(int(s) for s in layer.stride)
-        self.padding: tuple[int, ...] = tuple(int(p) for p in layer.padding)  # type: ignore[union-attr]
+        self.padding: tuple[int, ...] = tuple(int(p) for p in layer.padding)
         self.output_padding: tuple[int, ...] = tuple(
             int(p) for p in getattr(layer, "output_padding", (0, 0)))
         if self.transposed and self.stride == (1, 1) and self.output_padding == (0, 0):
