@@ -9,45 +9,31 @@ explicit attributes.
 from __future__ import annotations
 
 import json
-import random
 import time
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from app.errors import ConfigError
-from app.train import distributed
+from app.train import distributed, setup
 from app.train.autotune import resolve_auto
 from app.train.checkpoint import (
     atomic_torch_save,
     cpu_state_dict,
-    load_state,
-    set_rng_state,
     training_state,
 )
-from app.train.config import build_model_config, data_root_of, repo_path
-from app.train.data import (
-    CaptionedImageDataset,
-    InfiniteShardedSampler,
-    collate,
-    load_eval_images,
-    records_from_sources,
-)
+from app.train.config import build_model_config
 from app.train.distributed import Dist
 from app.train.evaluation import eval_lmbdas, evaluate_bitstreams, mean_rows
 from app.train.losses import psnr_from_mse
 from app.train.objective import build_criterion
-from app.train.precision import TransformAutocast
-from app.train.runlog import EVAL_FIELDS, LOG_FIELDS, RunLog, truncate_csv
-from app.train.schedule import MilestoneSchedule, lmbda_bounds, lpips_weight_scale, sample_lmbda
+from app.train.runlog import EVAL_FIELDS, LOG_FIELDS, RunLog
+from app.train.schedule import lmbda_bounds, lpips_weight_scale, sample_lmbda
 from app.train.step import TrainForward, train_step
 from app.train.stopflag import StopFlag
-from app.train.textstates import precompute_text_states
-from app.train.warmstart import init_from_weights, read_weights, source_ladder
 
 
 def train(cfg: dict[str, Any], out: Path, resume: bool = False) -> dict[str, Any]:
@@ -76,9 +62,31 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False) -> dict[str, Any
             torch.distributed.destroy_process_group()
 
 
+@dataclass
+class LoopClock:
+    """The loop's wall-clock marks: its start, the training time before it (from earlier runs of a
+    resumed training), and the last save and log."""
+
+    base_seconds: float
+    start: float
+    last_save: float
+    last_log: float
+    last_log_step: int
+
+    @classmethod
+    def starting(cls, base_seconds: float, step: int) -> LoopClock:
+        now = time.perf_counter()
+        return cls(base_seconds, now, now, now, step)
+
+    def train_seconds(self, now: float) -> float:
+        """Cumulative training time at ``now`` (a ``time.perf_counter()`` value)."""
+        return self.base_seconds + (now - self.start)
+
+
 class Trainer:
-    """One training run. Construction does the whole setup (in a fixed order: the RNG draws of
-    model initialisation and data order depend on it); :meth:`run` trains and finishes."""
+    """One training run. Construction does the whole setup (:mod:`app.train.setup`, in a fixed
+    order: the RNG draws of model initialisation and data order depend on it); :meth:`run` trains,
+    saves and evaluates."""
 
     def __init__(self, cfg: dict[str, Any], out: Path, resume: bool, d: Dist,
                  device: torch.device, log: RunLog, stop: StopFlag) -> None:
@@ -87,7 +95,7 @@ class Trainer:
         self.create_model, self.save_weights = create_model, save_weights
         self.cfg, self.out, self.d, self.device, self.log, self.stop = cfg, out, d, device, log, stop
         t_start = time.perf_counter()
-        self.seed = int(cfg["seed"])
+        self.seed = seed = int(cfg["seed"])
         self.mcfg = mcfg = build_model_config(cfg)
         arch = mcfg.get("arch", "elic")
         self.uses_text = arch == "taco"
@@ -96,18 +104,33 @@ class Trainer:
             f"variable_rate={self.variable}), device {device}, world {d.world}, threads "
             f"{torch.get_num_threads()}, out {out}")
         self.lo, self.hi = lmbda_bounds(cfg, mcfg)
-        self._build_data()
-        state = self._build_model(resume)
-        self._build_text_bank()
+        self.dataset, self.eval_images = setup.build_data(cfg, log)
+
+        self.model, self.main_params, self.aux_params = setup.build_model(mcfg, seed, create_model, log)
+        state = setup.restore_or_init(self.model, cfg, mcfg, out, resume, d, log)
+        self.channels_last = bool(cfg["channels_last"])
+        self.amp = setup.prepare_model(self.model, cfg, device, log)
+
+        self.captions = setup.all_captions(self.dataset, self.eval_images)
+        self.cap_index = {c: i for i, c in enumerate(self.captions)}
+        self.text_bank = (setup.build_text_bank(self.captions, cfg, mcfg, out, d, log)
+                          if self.uses_text else None)
         self.criterion, self.lpips_mod, joint = build_criterion(
             cfg, device, need_lpips_for_eval=d.main, log=log)
         self.k_p, self.k_j = self.criterion.k_p, self.criterion.k_j
         self.clip_text = joint.embed_text(self.captions).cpu() if joint is not None else None
-        self._build_optimisers(state)
+
+        self.max_steps = int(cfg["max_steps"]) if cfg["max_steps"] is not None else None
+        self.max_minutes = float(cfg["max_minutes"]) if cfg["max_minutes"] is not None else None
+        self.optimizer, self.aux_optimizer, self.schedule = setup.build_optimisers(
+            cfg, self.main_params, self.aux_params, self.max_steps, self.max_minutes)
+        self.step, self.train_seconds = setup.restore_position(
+            state, self.optimizer, self.aux_optimizer, self.schedule, seed, d)
         self.fwd: torch.nn.Module = TrainForward(self.model, self.uses_text)
         if d.enabled:
             self.fwd = distributed.wrap_ddp(self.fwd, device, bool(cfg["ddp_find_unused"]))
-        self._build_loader()
+        self.batch_size = int(cfg["batch_size"])
+        self.batches = setup.build_batches(self.dataset, cfg, seed, d, device, self.step)
         self.eval_lmbdas = eval_lmbdas(cfg, self.variable, self.lo, self.hi)
         if d.main:
             (out / "train_config.json").write_text(
@@ -115,146 +138,6 @@ class Trainer:
         log(f"setup took {time.perf_counter() - t_start:.1f} s; training from step {self.step} "
             f"(max_steps {self.max_steps}, max_minutes {self.max_minutes}, λ in [{self.lo:.4g}, "
             f"{self.hi:.4g}], k_P {self.k_p}, k_J {self.k_j}, lr {self.schedule.lr:.3g})")
-
-    # ---- setup -----------------------------------------------------------------------------
-
-    def _build_data(self) -> None:
-        cfg = self.cfg
-        data_root = data_root_of(cfg)
-        eval_items = list(cfg["eval_images"] or [])
-        exclude = [(data_root / p) if not Path(p).is_absolute() else Path(p) for p in eval_items]
-        records = records_from_sources(cfg["sources"], data_root=data_root, exclude=exclude)
-        self.dataset = CaptionedImageDataset(records, crop=int(cfg["crop"]),
-                                             cache_short_side=cfg["cache_short_side"],
-                                             hflip=bool(cfg["hflip"]), log=self.log)
-        # every rank loads the (few, small) eval images: their captions join the text-state cache,
-        # which must be identical on all ranks; only rank 0 evaluates
-        self.eval_images = load_eval_images(eval_items, data_root, cfg["eval_captions"],
-                                            cfg["eval_max_side"]) if eval_items else []
-
-    def _build_model(self, resume: bool) -> dict[str, Any] | None:
-        """Create the model (seeded), restore it from ``state.pt`` or initialise it from
-        ``init_from``, move it to the device; returns the loaded training state, if any."""
-        cfg, mcfg, log = self.cfg, self.mcfg, self.log
-        torch.manual_seed(self.seed)  # identical initial weights on every rank (DDP broadcasts anyway)
-        self.model = model = self.create_model(mcfg)
-        n_params = sum(p.numel() for p in model.parameters())
-        named = dict(model.named_parameters())
-        aux_names = [n for n in named if n.endswith("quantiles")]
-        main_names = [n for n in named if not n.endswith("quantiles") and named[n].requires_grad]
-        if not aux_names:
-            raise ConfigError("the model has no *.quantiles parameters (EntropyBottleneck expected)")
-        log(f"model: {n_params / 1e6:.2f} M parameters ({len(main_names)} main / "
-            f"{len(aux_names)} aux tensors)")
-        self.main_params = [named[n] for n in main_names]
-        self.aux_params = [named[n] for n in aux_names]
-
-        state: dict[str, Any] | None = None
-        state_path = self.out / "state.pt"
-        if resume and state_path.is_file():
-            state = load_state(state_path)
-            trained = state.get("model_config", {}).get("name")
-            if trained != mcfg["name"]:
-                raise ConfigError(f"{state_path} was trained with model {trained!r}, "
-                                  f"not {mcfg['name']!r}")
-            model.load_state_dict(state["model"])
-            log(f"resume: step {state['step']} from {state_path}")
-            if self.d.main:  # drop log rows written after the checkpoint (they will be redone)
-                for name in ("log.csv", "eval.csv"):
-                    truncate_csv(self.out / name, int(state["step"]))
-        elif resume:
-            log(f"resume: no {state_path.name} in {self.out}; starting from scratch")
-        if state is None and cfg["init_from"]:
-            self._init_from(repo_path(cfg["init_from"]))
-
-        model.to(self.device)
-        self.channels_last = bool(cfg["channels_last"])
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)
-        model.train()
-        self.amp: TransformAutocast | None = None
-        if cfg["bf16"]:
-            self.amp = amp = TransformAutocast(model, cfg["autocast_modules"], self.device.type,
-                                               torch.bfloat16)
-            log(f"bf16 autocast on {amp.wrapped}"
-                + (f" (not found: {amp.missing})" if amp.missing else ""))
-        return state
-
-    def _init_from(self, src: Path) -> None:
-        rep = init_from_weights(self.model, read_weights(src), str(self.cfg["init_map"]),
-                                src_ladder=source_ladder(src) if self.variable else None)
-        self.log(f"init_from {src.name}: {rep['loaded']} tensors copied (g_a remapped ELIC->TACO: "
-                 f"{rep['remapped']}), {len(rep['mismatched'])} shape mismatches, "
-                 f"{len(rep['unused'])} unused, {len(rep['not_loaded'])} left at init "
-                 f"(adapter gates zeroed: {len(rep['gamma_zeroed'])})"
-                 + (f"; gain tables regridded onto the ladder {self.mcfg['lmbda_ladder']}"
-                    if rep["gains_regridded"] else ""))
-        if rep["mismatched"]:
-            self.log(f"init_from: shape mismatches {rep['mismatched'][:6]}")
-
-    def _build_text_bank(self) -> None:
-        """Every caption (training and eval), its row index, and (TACO) its text-encoder states."""
-        d = self.d
-        captions = self.dataset.captions()
-        for _, _, c in self.eval_images:
-            if c not in captions:
-                captions.append(c)
-        self.captions = captions
-        self.cap_index = {c: i for i, c in enumerate(captions)}
-        self.text_bank: Tensor | None = None
-        kind = self.cfg["text_encoder"] or self.mcfg.get("text_encoder")
-        if not self.uses_text:
-            return
-        from app.text import get_text_encoder
-
-        enc = get_text_encoder(kind)
-        cache = self.out / f"text_states_{kind}.pt"
-        if d.enabled and not d.main:
-            torch.distributed.barrier()  # let rank 0 write the cache first
-        bank = precompute_text_states(enc.encode, captions, cache, kind, self.log, write=d.main)
-        if d.enabled and d.main:
-            torch.distributed.barrier()
-        if bank.shape[-1] != self.mcfg.get("text_dim"):
-            raise ConfigError(f"text encoder {kind!r} gives dim {bank.shape[-1]}, model "
-                              f"expects text_dim {self.mcfg.get('text_dim')}")
-        self.text_bank = bank
-
-    def _build_optimisers(self, state: dict[str, Any] | None) -> None:
-        """Both optimisers and the schedule; the run's position and RNG from ``state`` if resumed."""
-        cfg = self.cfg
-        self.optimizer = torch.optim.Adam(self.main_params, lr=float(cfg["lr"]))
-        self.aux_optimizer = torch.optim.Adam(self.aux_params, lr=float(cfg["aux_lr"]))
-        self.max_steps = int(cfg["max_steps"]) if cfg["max_steps"] is not None else None
-        self.max_minutes = float(cfg["max_minutes"]) if cfg["max_minutes"] is not None else None
-        self.schedule = MilestoneSchedule(self.optimizer, cfg["lr_milestones"] or [],
-                                          float(cfg["lr_gamma"]), self.max_steps, self.max_minutes,
-                                          int(cfg["lr_warmup_steps"] or 0))
-        self.step = 0
-        self.train_seconds = 0.0
-        if state is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.aux_optimizer.load_state_dict(state["aux_optimizer"])
-            self.schedule.load_state_dict(state["schedule"])
-            self.step = int(state["step"])
-            self.train_seconds = float(state["train_seconds"])
-            if self.d.main:
-                set_rng_state(state["rng"])
-        else:
-            random.seed(self.seed + self.d.rank)
-            np.random.seed((self.seed + self.d.rank) % 2**32)
-        self.schedule.update(self.step, self.train_seconds / 60)
-
-    def _build_loader(self) -> None:
-        self.batch_size = bs = int(self.cfg["batch_size"])
-        sampler = InfiniteShardedSampler(len(self.dataset), seed=self.seed, rank=self.d.rank,
-                                         world=self.d.world, start=self.step * bs)
-        workers = int(self.cfg["workers"])
-        loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=bs, sampler=sampler, num_workers=workers, collate_fn=collate,
-            drop_last=True, pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
-            prefetch_factor=2 if workers > 0 else None,
-        )
-        self.batches: Iterator[tuple[Tensor, list[str]]] = iter(loader)
 
     # ---- saving and evaluation -------------------------------------------------------------
 
@@ -313,11 +196,8 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         """Train until ``max_steps``, ``max_minutes`` or a signal; save, evaluate, summarise."""
-        self._loop_t0 = time.perf_counter()
-        self._base_seconds = self.train_seconds
-        self._last_save_t = self._last_log_t = self._loop_t0
-        self._last_log_step = self.step
-        self._bad_steps = 0
+        self.clock = LoopClock.starting(self.train_seconds, self.step)
+        self.bad_steps = 0
         while True:
             reason = self._stop_reason()
             if reason is not None:
@@ -327,7 +207,7 @@ class Trainer:
 
     def _stop_reason(self) -> str | None:
         """Why the run stops before the next step (None: it goes on); refreshes the clock."""
-        self.train_seconds = self._base_seconds + (time.perf_counter() - self._loop_t0)
+        self.train_seconds = self.clock.train_seconds(time.perf_counter())
         local_reason = None
         if self.max_steps is not None and self.step >= self.max_steps:
             local_reason = "max_steps"
@@ -374,17 +254,17 @@ class Trainer:
             k_p_scale)
         self.step += 1
         if not ok:
-            self._bad_steps += 1
+            self.bad_steps += 1
             self.log(f"warning: non-finite gradient at step {step} "
                      f"(loss {float(losses['loss'].detach()):.4g}); "
-                     f"step skipped ({self._bad_steps} in a row)")
-            if self._bad_steps >= int(cfg["max_bad_steps"]):
-                raise RuntimeError(f"{self._bad_steps} non-finite steps in a row: diverged")
+                     f"step skipped ({self.bad_steps} in a row)")
+            if self.bad_steps >= int(cfg["max_bad_steps"]):
+                raise RuntimeError(f"{self.bad_steps} non-finite steps in a row: diverged")
             return
-        self._bad_steps = 0
+        self.bad_steps = 0
         now = time.perf_counter()
         self._log_step(now, lam, losses, aux, gnorm)
-        self.train_seconds = self._base_seconds + (now - self._loop_t0)
+        self.train_seconds = self.clock.train_seconds(now)
         self._maybe_save(now)
         if self._eval_due():
             self._evaluate_in_full_precision()
@@ -395,8 +275,8 @@ class Trainer:
         if not (self.d.main and (step % int(self.cfg["log_every"]) == 0 or step == 1 or
                                  (self.max_steps is not None and step >= self.max_steps))):
             return
-        sps = (now - self._last_log_t) / max(1, step - self._last_log_step)
-        self._last_log_t, self._last_log_step = now, step
+        sps = (now - self.clock.last_log) / max(1, step - self.clock.last_log_step)
+        self.clock.last_log, self.clock.last_log_step = now, step
         vals = {k: float(v.detach()) for k, v in losses.items()}
         row = {
             "step": step, "lmbda": float(lam.mean()) if isinstance(lam, Tensor) else lam,
@@ -404,7 +284,7 @@ class Trainer:
             "psnr": psnr_from_mse(vals["mse"]), "lpips": vals.get("lpips"),
             "joint": vals.get("joint"),
             "aux": float(aux.detach()), "grad_norm": float(gnorm), "lr": self.schedule.lr,
-            "s_per_step": sps, "wall_s": self._base_seconds + now - self._loop_t0,
+            "s_per_step": sps, "wall_s": self.clock.base_seconds + now - self.clock.start,
         }
         self.log.csv("log.csv", row, LOG_FIELDS)
         self.log(f"step {step}: λ {row['lmbda']:.4g} loss {row['loss']:.4f} bpp {row['bpp']:.4f} "
@@ -418,10 +298,10 @@ class Trainer:
         every_steps, every_minutes = cfg["save_every_steps"], cfg["save_every_minutes"]
         if self.d.main and (
             (every_steps and self.step % int(every_steps) == 0)
-            or (every_minutes and now - self._last_save_t >= 60 * float(every_minutes))
+            or (every_minutes and now - self.clock.last_save >= 60 * float(every_minutes))
         ):
             self.save()
-            self._last_save_t = time.perf_counter()
+            self.clock.last_save = time.perf_counter()
 
     def _eval_due(self) -> bool:
         every = self.cfg["eval_every_steps"]
