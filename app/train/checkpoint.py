@@ -23,7 +23,7 @@ STATE_FORMAT = "taco-train-state/1"
 
 def rng_state() -> dict[str, Any]:
     """python / numpy / torch (and CUDA) RNG states as weights_only-loadable objects."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # the legacy tuple (kind, key, pos, has_gauss, gauss)
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": {

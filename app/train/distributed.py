@@ -67,7 +67,7 @@ def wrap_ddp(module: nn.Module, device: torch.device, find_unused: bool) -> nn.M
     """
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    sync_kw = ({"forward_sync_buffers": False}
+    sync_kw: dict[str, Any] = ({"forward_sync_buffers": False}
                if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters
                else {"broadcast_buffers": False})
     return DDP(module, device_ids=[device.index] if device.type == "cuda" else None,

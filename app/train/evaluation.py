@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -14,9 +14,12 @@ from torch import Tensor, nn
 
 from app.train.losses import psnr_from_mse
 
+if TYPE_CHECKING:
+    from app.models.elic import ELIC
+
 
 def evaluate_bitstreams(
-    model: nn.Module,
+    model: ELIC,
     images: Sequence[tuple[str, np.ndarray, str]],
     lmbdas: Sequence[float | None],
     text_fn: Callable[[str], Tensor] | None,

@@ -31,7 +31,7 @@ class TransformAutocast:
                 self.missing.append(name)
                 continue
             orig = mod.forward
-            mod.forward = functools.partial(self._run, orig)  # type: ignore[method-assign]
+            mod.forward = functools.partial(self._run, orig)
             self.wrapped.append(name)
 
     def _run(self, orig: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from app.train.schedule import MilestoneSchedule
 from app.train.textstates import precompute_text_states
 from app.train.warmstart import init_from_weights, read_weights, source_ladder
 
+if TYPE_CHECKING:
+    from app.models.elic import ELIC
+
 Log = Callable[[str], None]
 EvalImage = tuple[str, np.ndarray, str]
 
@@ -53,8 +56,8 @@ def build_data(cfg: Mapping[str, Any], log: Log) -> tuple[CaptionedImageDataset,
     return dataset, eval_images
 
 
-def build_model(mcfg: Mapping[str, Any], seed: int, create_model: Callable[..., nn.Module],
-                log: Log) -> tuple[nn.Module, list[Tensor], list[Tensor]]:
+def build_model(mcfg: Mapping[str, Any], seed: int, create_model: Callable[..., ELIC],
+                log: Log) -> tuple[ELIC, list[Tensor], list[Tensor]]:
     """The seeded model, its main parameters and its auxiliary ``*.quantiles`` parameters."""
     torch.manual_seed(seed)  # identical initial weights on every rank (DDP broadcasts anyway)
     model = create_model(mcfg)
@@ -132,7 +135,7 @@ def build_text_bank(captions: Sequence[str], cfg: Mapping[str, Any], mcfg: Mappi
     """(N, L, D) text-encoder states of ``captions``, written to the cache in ``out`` by rank 0."""
     from app.text import get_text_encoder
 
-    kind = cfg["text_encoder"] or mcfg.get("text_encoder")
+    kind = str(cfg["text_encoder"] or mcfg["text_encoder"])  # validated model configs have one
     enc = get_text_encoder(kind)
     cache = out / f"text_states_{kind}.pt"
     if d.enabled and not d.main:

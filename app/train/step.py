@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from app.train.losses import RateDistortionLoss
 
+if TYPE_CHECKING:
+    from app.models.elic import ELIC
+
 
 class TrainForward(nn.Module):
     """The module DDP wraps: model forward plus ``aux_loss()``, so one backward feeds both optimisers."""
 
-    def __init__(self, model: nn.Module, uses_text: bool) -> None:
+    def __init__(self, model: ELIC, uses_text: bool) -> None:
         super().__init__()
         self.model = model
         self.uses_text = uses_text
