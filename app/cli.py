@@ -163,7 +163,7 @@ def _delegate(module: str) -> Callable[[list[str]], int]:
 DELEGATED = {
     "eval": ("app.evaluate", "rate–distortion evaluation: CSV, RD plots, BD-rates"),
     "bench": ("app.bench", "latency and memory benchmark (JSON)"),
-    "train": ("app.train.loop", "train an embedded TACO / ELIC"),
+    "train": ("app.train.cli", "train an embedded TACO / ELIC"),
 }
 
 

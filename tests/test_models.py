@@ -382,7 +382,7 @@ def test_identity_injector_is_exact_identity_at_gamma_zero() -> None:
 
 def test_identity_taco_from_elic_matches_elic_exactly() -> None:
     """With the identity adapter (gamma = 0), a TACO built from ELIC weights codes like that ELIC."""
-    from app.train.loop import init_from_weights
+    from app.train.warmstart import init_from_weights
 
     torch.manual_seed(0)
     elic = create_model("elic-tiny").eval()

@@ -20,9 +20,16 @@ import torch
 from PIL import Image
 
 from app.errors import ConfigError
+from app.train import autotune as tautotune
+from app.train import checkpoint as tcheckpoint
+from app.train import cli as tcli
+from app.train import config as tconfig
 from app.train import data as tdata
-from app.train import loop as tloop
+from app.train import engine as tengine
 from app.train import losses as tlosses
+from app.train import precision as tprecision
+from app.train import schedule as tschedule
+from app.train import warmstart as twarmstart
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -325,7 +332,7 @@ def test_joint_loss_on_tiny_open_clip(tiny_clip) -> None:
 
 def test_load_clip_offline_reports_reason(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    model, tok, why = tloop.load_clip("ViT-B-32", "openai", checkpoint=tmp_path / "none.pt")
+    model, tok, why = tlosses.load_clip("ViT-B-32", "openai", checkpoint=tmp_path / "none.pt")
     assert model is None and tok is None and "unavailable" in why
 
 
@@ -335,36 +342,36 @@ def test_load_clip_offline_reports_reason(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 
 def test_sample_lmbda_log_uniform_and_rank_independent() -> None:
-    vals = [tloop.sample_lmbda(0.0025, 0.05, 7, s) for s in range(2000)]
+    vals = [tschedule.sample_lmbda(0.0025, 0.05, 7, s) for s in range(2000)]
     assert all(0.0025 <= v <= 0.05 for v in vals)
-    assert vals == [tloop.sample_lmbda(0.0025, 0.05, 7, s) for s in range(2000)]
+    assert vals == [tschedule.sample_lmbda(0.0025, 0.05, 7, s) for s in range(2000)]
     logs = np.log(vals)
     mid = (math.log(0.0025) + math.log(0.05)) / 2
     assert abs(float(np.mean(logs)) - mid) < 0.1  # uniform in log λ
-    per = tloop.sample_lmbda(0.0025, 0.05, 7, 3, n=8)
+    per = tschedule.sample_lmbda(0.0025, 0.05, 7, 3, n=8)
     assert isinstance(per, torch.Tensor) and per.shape == (8,)
 
 
 def test_sample_lmbda_power_favours_high_lmbda() -> None:
     lo, hi = 0.0018, 0.0483
-    vals = [tloop.sample_lmbda(lo, hi, 7, s, sampling="power", power=2.0) for s in range(4000)]
+    vals = [tschedule.sample_lmbda(lo, hi, 7, s, sampling="power", power=2.0) for s in range(4000)]
     assert all(lo <= v <= hi for v in vals)
-    assert vals == [tloop.sample_lmbda(lo, hi, 7, s, sampling="power", power=2.0) for s in range(4000)]
+    assert vals == [tschedule.sample_lmbda(lo, hi, 7, s, sampling="power", power=2.0) for s in range(4000)]
     t = (np.log(vals) - math.log(lo)) / (math.log(hi) - math.log(lo))
     assert abs(float(np.mean(t)) - 2 / 3) < 0.02  # density 2t on [0, 1]: mean 2/3
     assert abs(float(np.mean(t > 5 / 6)) - (1 - (5 / 6) ** 2)) < 0.03  # top sixth: 31 %
     # power 1 and the default are the log-uniform draws of earlier runs, value for value
-    assert [tloop.sample_lmbda(lo, hi, 7, s) for s in range(50)] == [
-        tloop.sample_lmbda(lo, hi, 7, s, sampling="loguniform", power=3.0) for s in range(50)]
-    per = tloop.sample_lmbda(lo, hi, 7, 3, n=8, sampling="power", power=2.0)
+    assert [tschedule.sample_lmbda(lo, hi, 7, s) for s in range(50)] == [
+        tschedule.sample_lmbda(lo, hi, 7, s, sampling="loguniform", power=3.0) for s in range(50)]
+    per = tschedule.sample_lmbda(lo, hi, 7, 3, n=8, sampling="power", power=2.0)
     assert isinstance(per, torch.Tensor) and per.shape == (8,) and len(set(per.tolist())) == 8
     with pytest.raises(ConfigError):
-        tloop.sample_lmbda(lo, hi, 7, 0, sampling="uniform")
+        tschedule.sample_lmbda(lo, hi, 7, 0, sampling="uniform")
 
 
 def test_lr_warmup_then_milestones() -> None:
     p = torch.nn.Parameter(torch.zeros(1))
-    sch = tloop.MilestoneSchedule(torch.optim.Adam([p], lr=4e-4), [0.8], 0.1, max_steps=1000,
+    sch = tschedule.MilestoneSchedule(torch.optim.Adam([p], lr=4e-4), [0.8], 0.1, max_steps=1000,
                                   max_minutes=None, warmup_steps=3)
     lrs = []
     for step in (0, 1, 2, 3, 500, 799, 800):
@@ -374,16 +381,16 @@ def test_lr_warmup_then_milestones() -> None:
 
 
 def test_lpips_weight_scale_ramp_and_lmbda() -> None:
-    assert tloop.lpips_weight_scale(0.01, 5, 0, None) == 1.0
-    assert tloop.lpips_weight_scale(0.01, 0, 100, None) == 0.0
-    assert tloop.lpips_weight_scale(0.01, 25, 100, None) == pytest.approx(0.25)
-    assert tloop.lpips_weight_scale(0.01, 100, 100, None) == 1.0
-    assert tloop.lpips_weight_scale(0.01, 200, 100, 0.04) == pytest.approx(0.25)
+    assert tschedule.lpips_weight_scale(0.01, 5, 0, None) == 1.0
+    assert tschedule.lpips_weight_scale(0.01, 0, 100, None) == 0.0
+    assert tschedule.lpips_weight_scale(0.01, 25, 100, None) == pytest.approx(0.25)
+    assert tschedule.lpips_weight_scale(0.01, 100, 100, None) == 1.0
+    assert tschedule.lpips_weight_scale(0.01, 200, 100, 0.04) == pytest.approx(0.25)
     lam = torch.tensor([0.01, 0.04])
-    sc = tloop.lpips_weight_scale(lam, 50, 100, 0.04)
+    sc = tschedule.lpips_weight_scale(lam, 50, 100, 0.04)
     assert torch.allclose(sc, torch.tensor([0.125, 0.5]))
     with pytest.raises(ConfigError):
-        tloop.lpips_weight_scale(0.01, 0, 0, 0.0)
+        tschedule.lpips_weight_scale(0.01, 0, 0, 0.0)
 
 
 def test_per_sample_lpips_weight_in_the_loss() -> None:
@@ -408,26 +415,26 @@ def test_per_sample_lpips_weight_in_the_loss() -> None:
 def test_milestone_schedule_steps_fractions_and_time() -> None:
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.Adam([p], lr=1e-3)
-    sch = tloop.MilestoneSchedule(opt, [0.5, 900], 0.1, max_steps=1000, max_minutes=60)
+    sch = tschedule.MilestoneSchedule(opt, [0.5, 900], 0.1, max_steps=1000, max_minutes=60)
     sch.update(0, 0)
     assert sch.lr == pytest.approx(1e-3)
     assert sch.update(500, 1.0) and sch.lr == pytest.approx(1e-4)
     assert sch.update(900, 1.0) and sch.lr == pytest.approx(1e-5)
-    sch2 = tloop.MilestoneSchedule(torch.optim.Adam([p], lr=1e-3), [0.8], 0.1, None, 100)
+    sch2 = tschedule.MilestoneSchedule(torch.optim.Adam([p], lr=1e-3), [0.8], 0.1, None, 100)
     sch2.update(10, 79.0)
     assert sch2.lr == pytest.approx(1e-3)
     sch2.update(11, 80.5)  # time-based drop
     assert sch2.lr == pytest.approx(1e-4)
     sch2.update(12, 1.0)  # monotone
     assert sch2.lr == pytest.approx(1e-4)
-    restored = tloop.MilestoneSchedule(torch.optim.Adam([p], lr=1e-3), [0.8], 0.1, None, 100)
+    restored = tschedule.MilestoneSchedule(torch.optim.Adam([p], lr=1e-3), [0.8], 0.1, None, 100)
     restored.load_state_dict(sch2.state_dict())
     restored.update(0, 0.0)
     assert restored.lr == pytest.approx(1e-4)
 
 
 def test_elic_to_taco_key_map() -> None:
-    m = tloop.map_elic_to_taco_key
+    m = twarmstart.map_elic_to_taco_key
     assert m("g_a.analysis_transform.7.branch.0.weight") == "g_a.analysis_transform.7.branch.0.weight"
     assert m("g_a.analysis_transform.8.conv_a.0.conv1.weight") == "g_a.analysis_transform.9.conv_a.0.conv1.weight"
     assert m("g_a.analysis_transform.9.weight") == "g_a.analysis_transform.10.weight"
@@ -447,10 +454,10 @@ def test_init_taco_from_elic_weights() -> None:
         for name, p in taco.named_parameters():
             if name.endswith("gamma"):
                 p.fill_(0.5)
-    rep = tloop.init_from_weights(taco, elic.state_dict())
+    rep = twarmstart.init_from_weights(taco, elic.state_dict())
     assert rep["remapped"] and not rep["mismatched"] and not rep["unused"]
     e, t = elic.state_dict(), taco.state_dict()
-    for ei, ti in tloop.ELIC_TO_TACO_GA.items():
+    for ei, ti in twarmstart.ELIC_TO_TACO_GA.items():
         ek = [k for k in e if k.startswith(f"g_a.analysis_transform.{ei}.")]
         assert ek, ei
         for k in ek:
@@ -469,7 +476,7 @@ def test_transform_autocast_keeps_likelihoods_fp32() -> None:
 
     torch.manual_seed(0)
     model = create_model(TINY_ELIC).train().to(memory_format=torch.channels_last)
-    amp = tloop.TransformAutocast(model, ["g_a", "g_s", "h_a", "h_s", "nope"], "cpu")
+    amp = tprecision.TransformAutocast(model, ["g_a", "g_s", "h_a", "h_s", "nope"], "cpu")
     assert amp.wrapped == ["g_a", "g_s", "h_a", "h_s"] and amp.missing == ["nope"]
     x = torch.rand(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
     out = model(x, lmbda=0.01)
@@ -488,21 +495,21 @@ def test_config_validation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"model": "elic-small", "lamda": 0.01}))
     with pytest.raises(ConfigError, match="unknown keys"):
-        tloop.load_train_config(str(bad))
+        tconfig.load_train_config(str(bad))
     with pytest.raises(ConfigError):
-        tloop.load_train_config("no-such-config")
+        tconfig.load_train_config("no-such-config")
 
 
 def test_eval_source_is_refused_in_a_run(tmp_path: Path) -> None:
     cfg_path = _write_config(tmp_path, TINY_ELIC, k_P=0.0)
     kodak = tmp_path / "data" / "kodak"
     shutil.copytree(tmp_path / "data" / "photos", kodak)
-    cfg = tloop.load_train_config(str(cfg_path), {"sources": [{"type": "folder", "root": "kodak"}]})
+    cfg = tconfig.load_train_config(str(cfg_path), {"sources": [{"type": "folder", "root": "kodak"}]})
     with pytest.raises(tdata.EvalDataError):
-        tloop.train(cfg, tmp_path / "out")
-    cfg = tloop.load_train_config(str(cfg_path), {"eval_images": ["kodak/im3.png"]})
+        tengine.train(cfg, tmp_path / "out")
+    cfg = tconfig.load_train_config(str(cfg_path), {"eval_images": ["kodak/im3.png"]})
     with pytest.raises(tdata.EvalDataError):
-        tloop.train(cfg, tmp_path / "out2")
+        tengine.train(cfg, tmp_path / "out2")
 
 
 # --------------------------------------------------------------------------------------------
@@ -524,7 +531,7 @@ def test_two_step_run_writes_checkpoint_and_logs(two_step_run: tuple[Path, Path]
     for name in ("state.pt", "taco-test.safetensors", "model_config.json", "log.csv",
                  "eval.csv", "train.log", "train_config.json", "text_states_minilm.pt"):
         assert (out / name).is_file(), name
-    state = tloop.load_state(out / "state.pt")  # weights_only=True
+    state = tcheckpoint.load_state(out / "state.pt")  # weights_only=True
     assert state["step"] == 2
     assert set(state) >= {"model", "optimizer", "aux_optimizer", "schedule", "rng", "train_seconds"}
     rows = (out / "log.csv").read_text().strip().splitlines()
@@ -543,7 +550,7 @@ def test_checkpoint_reloads_and_codes_a_real_bitstream(two_step_run: tuple[Path,
 
     _, out = two_step_run
     model = load_weights(create_model(TINY_TACO), out / "taco-test.safetensors")
-    state = tloop.load_state(out / "state.pt")
+    state = tcheckpoint.load_state(out / "state.pt")
     for k, v in model.state_dict().items():
         if v.numel() and not k.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table")):
             assert torch.equal(v, state["model"][k]), k
@@ -561,17 +568,17 @@ def test_resume_continues_exactly(two_step_run: tuple[Path, Path], tmp_path: Pat
     resumed = tmp_path / "resumed"
     shutil.copytree(first, resumed)
     common = ["--set", "eval_at_end=false", "--set", "save_every_steps=0"]
-    assert tloop.main(["--config", str(cfg), "--out", str(resumed), "--resume",
+    assert tcli.main(["--config", str(cfg), "--out", str(resumed), "--resume",
                        "--max-steps", "3", *common]) == 0
-    state = tloop.load_state(resumed / "state.pt")
+    state = tcheckpoint.load_state(resumed / "state.pt")
     assert state["step"] == 3
     steps = [int(r.split(",")[0]) for r in (resumed / "log.csv").read_text().splitlines()[1:]]
     assert steps == [1, 2, 3]
     assert "resume: step 2" in (resumed / "train.log").read_text()
     straight = tmp_path / "straight"
-    assert tloop.main(["--config", str(cfg), "--out", str(straight), "--max-steps", "3",
+    assert tcli.main(["--config", str(cfg), "--out", str(straight), "--max-steps", "3",
                        *common]) == 0
-    ref = tloop.load_state(straight / "state.pt")
+    ref = tcheckpoint.load_state(straight / "state.pt")
     for k, v in ref["model"].items():
         assert torch.equal(v, state["model"][k]), k
 
@@ -581,7 +588,7 @@ def test_joint_clip_loss_in_a_training_step(tmp_path: Path) -> None:
     cfg_path = _write_config(tmp_path, TINY_TACO, k_P=0.0, k_J=0.01, clip_tiny_random=True,
                              max_steps=1, eval_images=[], save_every_steps=0, batch_size=3)
     out = tmp_path / "joint"
-    assert tloop.main(["--config", str(cfg_path), "--out", str(out)]) == 0
+    assert tcli.main(["--config", str(cfg_path), "--out", str(out)]) == 0
     header, row = (out / "log.csv").read_text().strip().splitlines()[:2]
     joint = float(row.split(",")[header.split(",").index("joint")])
     assert math.isfinite(joint) and joint > 0
@@ -592,7 +599,7 @@ def test_joint_loss_falls_back_to_zero_without_clip(tmp_path: Path) -> None:
     cfg_path = _write_config(tmp_path, TINY_ELIC, k_P=0.0, k_J=0.01, max_steps=1, eval_images=[],
                              clip_checkpoint=str(tmp_path / "absent.pt"), save_every_steps=0)
     out = tmp_path / "nojoint"
-    assert tloop.main(["--config", str(cfg_path), "--out", str(out)]) == 0
+    assert tcli.main(["--config", str(cfg_path), "--out", str(out)]) == 0
     assert "training with k_J = 0" in (out / "train.log").read_text()
 
 
@@ -619,8 +626,8 @@ def test_ddp_two_ranks_gloo(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["elic-small", "taco-small", "tiny-smoke", "elic-small-continue",
                                   "taco-small-identity"])
 def test_shipped_configs_are_valid(name: str) -> None:
-    cfg = tloop.load_train_config(name)
-    mcfg = tloop.build_model_config(cfg)
+    cfg = tconfig.load_train_config(name)
+    mcfg = tconfig.build_model_config(cfg)
     assert mcfg["arch"] in ("elic", "taco")
     for src in cfg["sources"]:
         for key in ("root", "images"):
@@ -638,8 +645,8 @@ def test_shipped_configs_are_valid(name: str) -> None:
 @pytest.mark.parametrize("name", ["elic-small", "taco-small", "tiny-smoke", "elic-small-continue",
                                   "taco-small-identity"])
 def test_shipped_configs_find_their_data(name: str) -> None:
-    cfg = tloop.load_train_config(name)
-    root = tloop.data_root_of(cfg)
+    cfg = tconfig.load_train_config(name)
+    root = tconfig.data_root_of(cfg)
     exclude = [root / p for p in cfg["eval_images"]]
     recs = tdata.records_from_sources(cfg["sources"], data_root=root, exclude=exclude)
     assert len(recs) > 100 if name != "tiny-smoke" else len(recs) > 0
@@ -649,13 +656,13 @@ def test_shipped_configs_find_their_data(name: str) -> None:
 
 
 def test_lmbda_bounds() -> None:
-    assert tloop.lmbda_bounds({"lmbda_range": None}, TINY_TACO) == (0.002, 0.05)
-    assert tloop.lmbda_bounds({"lmbda_range": [0.004, 0.02]}, TINY_TACO) == (0.004, 0.02)
+    assert tschedule.lmbda_bounds({"lmbda_range": None}, TINY_TACO) == (0.002, 0.05)
+    assert tschedule.lmbda_bounds({"lmbda_range": [0.004, 0.02]}, TINY_TACO) == (0.004, 0.02)
     with pytest.raises(ConfigError, match="exceeds"):
-        tloop.lmbda_bounds({"lmbda_range": [0.001, 0.02]}, TINY_TACO)
+        tschedule.lmbda_bounds({"lmbda_range": [0.001, 0.02]}, TINY_TACO)
     fixed = {**TINY_ELIC, "variable_rate": False, "lmbda_ladder": [0.013]}
-    assert tloop.lmbda_bounds({"lmbda": None}, fixed) == (0.013, 0.013)
-    assert tloop.lmbda_bounds({"lmbda": 0.005}, fixed) == (0.005, 0.005)
+    assert tschedule.lmbda_bounds({"lmbda": None}, fixed) == (0.013, 0.013)
+    assert tschedule.lmbda_bounds({"lmbda": 0.005}, fixed) == (0.005, 0.005)
 
 
 def test_init_from_safetensors_in_a_run(tmp_path: Path) -> None:
@@ -668,10 +675,10 @@ def test_init_from_safetensors_in_a_run(tmp_path: Path) -> None:
                              save_every_steps=0, init_from=str(tmp_path / "elic.safetensors"),
                              lr=0.0, aux_lr=0.0)
     out = tmp_path / "taco"
-    assert tloop.main(["--config", str(cfg_path), "--out", str(out)]) == 0
+    assert tcli.main(["--config", str(cfg_path), "--out", str(out)]) == 0
     log = (out / "train.log").read_text()
     assert "g_a remapped ELIC->TACO: True" in log and "0 shape mismatches" in log
-    taco = tloop.load_state(out / "state.pt")["model"]
+    taco = tcheckpoint.load_state(out / "state.pt")["model"]
     ref = elic.state_dict()
     # lr 0: the copied weights are unchanged after the step
     assert torch.equal(taco["g_a.analysis_transform.16.weight"], ref["g_a.analysis_transform.13.weight"])
@@ -684,9 +691,9 @@ def test_time_budget_ends_cleanly_with_a_checkpoint(tmp_path: Path) -> None:
     cfg_path = _write_config(tmp_path, TINY_ELIC, k_P=0.0, max_steps=1000, eval_images=[],
                              save_every_steps=0)
     out = tmp_path / "budget"
-    assert tloop.main(["--config", str(cfg_path), "--out", str(out), "--max-minutes", "0.0001"]) == 0
+    assert tcli.main(["--config", str(cfg_path), "--out", str(out), "--max-minutes", "0.0001"]) == 0
     assert "(max_minutes)" in (out / "train.log").read_text()
-    state = tloop.load_state(out / "state.pt")
+    state = tcheckpoint.load_state(out / "state.pt")
     assert state["step"] < 1000 and state["train_seconds"] > 0
     assert (out / "elic-test.safetensors").is_file()
 
@@ -746,7 +753,7 @@ def test_gain_tables_regridded_onto_an_extended_ladder() -> None:
         src.gain.mul_(torch.rand_like(src.gain) + 0.5)
         src.inv_gain.mul_(torch.rand_like(src.inv_gain) + 0.5)
     dst = create_model(longer)
-    rep = tloop.init_from_weights(dst, src.state_dict(), "none", src_ladder=base["lmbda_ladder"])
+    rep = twarmstart.init_from_weights(dst, src.state_dict(), "none", src_ladder=base["lmbda_ladder"])
     assert rep["gains_regridded"] == ["gain", "inv_gain"] and not rep["mismatched"]
     assert dst.gain.shape == (4, src.gain.shape[1])
     assert torch.allclose(dst.gain[:3], src.gain.abs(), rtol=1e-5)
@@ -759,7 +766,7 @@ def test_gain_tables_regridded_onto_an_extended_ladder() -> None:
         g_new, _ = dst._gains(lam, 1)
         assert torch.allclose(g_old, g_new, rtol=1e-5)
     # same ladder: nothing regridded
-    rep2 = tloop.init_from_weights(create_model(base), src.state_dict(), "none",
+    rep2 = twarmstart.init_from_weights(create_model(base), src.state_dict(), "none",
                                    src_ladder=base["lmbda_ladder"])
     assert rep2["gains_regridded"] == []
 
@@ -773,16 +780,16 @@ def test_resolve_auto_picks_the_fastest_measured_setting() -> None:
 
     lines: list[str] = []
     cfg = {"bf16": "auto", "threads": "auto", "channels_last": True}
-    best = tloop.resolve_auto(cfg, lines.append, profiler=fake)
+    best = tautotune.resolve_auto(cfg, lines.append, profiler=fake)
     cores = len(os.sched_getaffinity(0))
     assert cfg["bf16"] is False and cfg["channels_last"] is False
     assert cfg["threads"] == (2 if cores >= 2 else 1) and best is not None
     assert any("auto: chose bf16=False" in line for line in lines)
     assert cfg["_auto_profile"]["chosen"] == {"bf16": False, "threads": cfg["threads"]}
     fixed = {"bf16": True, "threads": "auto", "channels_last": True}  # only threads measured
-    tloop.resolve_auto(fixed, lines.append, profiler=fake)
+    tautotune.resolve_auto(fixed, lines.append, profiler=fake)
     assert fixed["bf16"] is True and fixed["threads"] == (2 if cores >= 2 else 1)
-    assert tloop.resolve_auto({"bf16": True, "threads": 1}, lines.append, profiler=fake) is None
+    assert tautotune.resolve_auto({"bf16": True, "threads": 1}, lines.append, profiler=fake) is None
 
 
 def test_auto_precision_and_threads_in_a_run(tmp_path: Path) -> None:
@@ -790,7 +797,7 @@ def test_auto_precision_and_threads_in_a_run(tmp_path: Path) -> None:
                              bf16="auto", threads="auto", per_sample_lmbda=True,
                              lmbda_sampling="power", lr_warmup_steps=5)
     out = tmp_path / "auto"
-    assert tloop.main(["--config", str(cfg_path), "--out", str(out)]) == 0
+    assert tcli.main(["--config", str(cfg_path), "--out", str(out)]) == 0
     text = (out / "train.log").read_text()
     assert "auto profile: fp32" in text and "auto: chose bf16=" in text
     saved = json.loads((out / "train_config.json").read_text())
