@@ -99,11 +99,12 @@ def load_rgb(path: str | os.PathLike[str], max_short_side: int | None = None) ->
             if scale < 1.0:
                 img.draft("RGB", (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))))
         img.load()
+        out: Image.Image = img
         try:
-            img = ImageOps.exif_transpose(img)
+            out = ImageOps.exif_transpose(img)
         except Exception:  # a broken EXIF block must not lose the image
             pass
-        return to_rgb(img)
+        return to_rgb(out)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -50,7 +50,7 @@ def bpp_from_likelihoods(likelihoods: Mapping[str, Tensor], num_pixels: int) -> 
     Computed in float32 whatever the likelihood dtype.
     """
     total = sum(torch.log(lk.float()).sum() for lk in likelihoods.values())
-    return total / (-math.log(2) * num_pixels)
+    return torch.as_tensor(total) / (-math.log(2) * num_pixels)
 
 
 def psnr_from_mse(mse: float, peak: float = 1.0) -> float:
@@ -98,7 +98,8 @@ class JointImageTextLoss(nn.Module):
         image_size: int = 224,
     ) -> None:
         super().__init__()
-        self.clip = clip_model.eval().requires_grad_(False)
+        # open_clip's models are duck-typed (encode_image / encode_text), not a declared nn type
+        self.clip: Any = clip_model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.beta = float(beta)
         self.logit_scale = math.exp(logit_scale_log)
