@@ -16,7 +16,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # The decode tab's worker process (app.sandbox, "spawn") re-runs this file as __mp_main__: it
 # needs none of the UI.
 if __name__ != "__mp_main__":
+    from app.fetch import fetch_on_startup  # TACO_FETCH_OFFICIAL=1; logs problems, never raises
     from app.ui.layout import build_demo, launch_kwargs
+
+    fetch_on_startup()
 
     demo = build_demo()
 

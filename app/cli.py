@@ -164,6 +164,7 @@ DELEGATED = {
     "eval": ("app.evaluate", "rate–distortion evaluation: CSV, RD plots, BD-rates"),
     "bench": ("app.bench", "latency and memory benchmark (JSON)"),
     "train": ("app.train.cli", "train an embedded TACO / ELIC"),
+    "fetch-official": ("app.fetch", "download + verify the official TACO / CLIP / ELIC weights"),
 }
 
 

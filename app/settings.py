@@ -29,6 +29,7 @@ TACO_CLIP_DIR              a local CLIP text model (transformers layout)        
 TACO_MINILM_DIR            a local MiniLM sentence model                               —
 TACO_OPENCLIP_DIR          a local open_clip model for CLIPScore                       —
 TACO_BLIP_DIR              a local BLIP captioning model                               —
+TACO_FETCH_OFFICIAL        1: fetch the official TACO weights and CLIP at start-up     0
 =========================  ==========================================================  ===========
 """
 
@@ -106,6 +107,7 @@ class Settings:
     minilm_dir: Path | None = None
     openclip_dir: Path | None = None
     blip_dir: Path | None = None
+    fetch_official: bool = False
 
     @property
     def manifest(self) -> Path:
@@ -142,6 +144,7 @@ class Settings:
             minilm_dir=_path(env, "TACO_MINILM_DIR"),
             openclip_dir=_path(env, "TACO_OPENCLIP_DIR"),
             blip_dir=_path(env, "TACO_BLIP_DIR"),
+            fetch_official=_flag(env, "TACO_FETCH_OFFICIAL", False),
         )
 
     def replace(self, **changes: object) -> Settings:
