@@ -48,7 +48,7 @@ def hf_cache_dir() -> str:
     return os.path.join(os.path.expanduser(os.path.expandvars(home)), "hub")
 
 
-def _probe(host: str, port: int, timeout: float) -> bool:
+def probe(host: str, port: int, timeout: float) -> bool:
     """One TCP connect to (host, port), bounded by `timeout` even if DNS stalls."""
     result: list[bool] = []
 
@@ -85,7 +85,7 @@ def hub_reachable(timeout: float = 1.5) -> bool:
         hit = _probe_cache.get(key)
         if hit is not None and now - hit[0] < _PROBE_TTL_S:
             return hit[1]
-    ok = _probe(host, port, timeout)
+    ok = probe(host, port, timeout)
     with _probe_lock:
         _probe_cache[key] = (time.monotonic(), ok)
     return ok

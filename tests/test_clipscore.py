@@ -204,7 +204,7 @@ def test_unreachable_hub_is_na_without_download(
         probes.append(host)
         return False
 
-    monkeypatch.setattr(hub, "_probe", fake_probe)
+    monkeypatch.setattr(hub, "probe", fake_probe)
     monkeypatch.setattr(hub, "_probe_cache", {})
     result = clipscore.clip_score(image, "a dog")
     assert result.value is None and result.reason.startswith("n/a: CLIP ViT-B-32 weights")

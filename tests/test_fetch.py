@@ -19,6 +19,8 @@ import torch
 
 from app import fetch as F
 from app.cli import main as cli_main
+from app.fetch import run as fetch_run
+from app.hashing import sha256_file
 from app.models.factory import create_model, load_config
 from app.settings import Settings, use_settings
 
@@ -114,7 +116,7 @@ def test_first_fetch_writes_files_and_manifest_then_second_run_downloads_nothing
     for name in GOOD:
         assert (folder / name).read_bytes() == (root / name).read_bytes()
         entry = manifest["files"][name]
-        assert entry["sha256"] == F.sha256_file(folder / name)
+        assert entry["sha256"] == sha256_file(folder / name)
         assert entry["verified_against"] == "app config taco-tiny"
     assert _leftovers(folder) == []
     assert len(server.requests) == 2
@@ -291,14 +293,14 @@ def test_setting_and_startup_hook(tmp_path, served, monkeypatch, capsys):
 
     server, _ = served
     path = _sources(tmp_path, server.port, (GOOD[0], "lambda_0.015.pth.tar"), startup=True)
-    monkeypatch.setattr(F, "load_sources", lambda p=None: _LOAD_SOURCES(path))
+    monkeypatch.setattr(fetch_run, "load_sources", lambda p=None: _LOAD_SOURCES(path))
     on = off.replace(fetch_official=True, official_dir=tmp_path / "on")
     report = F.fetch_on_startup(on)
     assert report is not None and report.downloaded == [GOOD[0]]
     err = capsys.readouterr().err.splitlines()
     assert err == [f"fetch-official: lambda_0.015.pth.tar: HTTP 404 from 127.0.0.1:{server.port}"]
 
-    monkeypatch.setattr(F, "load_sources", lambda p=None: 1 / 0)  # a bug must not stop the app
+    monkeypatch.setattr(fetch_run, "load_sources", lambda p=None: 1 / 0)  # a bug must not stop the app
     assert F.fetch_on_startup(on) is None
     assert capsys.readouterr().err.startswith("fetch-official: ZeroDivisionError")
 

@@ -314,7 +314,7 @@ def test_clip_hub_id_unreachable_hub_stays_local(
         probes.append((host, port))
         return False
 
-    monkeypatch.setattr(hub, "_probe", fake_probe)
+    monkeypatch.setattr(hub, "probe", fake_probe)
     monkeypatch.setattr(hub, "_probe_cache", {})
     with pytest.raises(MissingModelError, match="not found locally"):
         text.CLIPTextEncoder()
