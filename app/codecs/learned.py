@@ -229,6 +229,9 @@ class LearnedCodec:
                 out = model.compress(x_pad, text, lmbda=rate_arg, coding=self.coding)
             else:
                 out = model.compress(x_pad, lmbda=rate_arg, coding=self.coding)
+        return self._pack(variant, out, lmbda, h, w)
+
+    def _pack(self, variant: _Variant, out: dict[str, Any], lmbda: float, h: int, w: int) -> bytes:
         strings = [s[0] if isinstance(s, list | tuple) else s for s in out["strings"]]
         header = bitstream.Header(self.name, variant.fingerprint, lmbda, h, w, self.coding,
                                   out["tables_crc"], out["symbols_crc"][0])
@@ -258,29 +261,66 @@ class LearnedCodec:
         return Encoded(data, h, w, lam, (time.perf_counter() - t0) * 1e3)
 
     def _search_bpp(self, x_pad, h, w, text, target: float) -> tuple[bytes, float]:
-        """Closest real-bytes bpp to ``target`` (bisection on log λ, or the best ladder point)."""
-        tried: dict[float, bytes] = {}
+        """A file whose real bpp is close to ``target``, and its λ.
 
-        def run(lam: float) -> float:
-            lam = self.resolve_lmbda(lam)
-            if lam not in tried:
-                tried[lam] = self._encode_once(x_pad, h, w, text, lam)
-            return bpp(tried[lam], h, w)
+        A fixed-rate ladder: every rung is encoded and the closest kept. A continuous range: the
+        analysis transform runs once; λ is found on the entropy model's own bit estimate
+        (`ELIC.estimate_bits`, a fraction of an encode) by a secant search in log λ – log bpp,
+        where the two are close to linear; then a real encode, and when its bpp is more than 1 %
+        off, one correction from the real size (sizes grow with λ, so the secant slope carries
+        over). The closest real file wins. Below the range's smallest rate or above its largest,
+        the end of the range is returned.
+        """
+        import torch
 
         if self.rate_ladder is not None:
-            for lam in self.rate_ladder:
-                run(lam)
-        else:
-            lo, hi = (math.log(v) for v in self.rate_range)  # type: ignore[union-attr]
-            if run(math.exp(lo)) < target < run(math.exp(hi)):
-                for _ in range(12):
-                    mid = 0.5 * (lo + hi)
-                    b = run(math.exp(mid))
-                    if abs(b - target) <= 0.01 * target:
+            tried = {lam: self._encode_once(x_pad, h, w, text, lam) for lam in self.rate_ladder}
+            best = min(tried, key=lambda lam: abs(bpp(tried[lam], h, w) - target))
+            return tried[best], best
+        assert self.rate_range is not None
+        variant = self._variants[0]
+        model = self._model(variant)
+        pixels = float(h * w)
+        files: dict[float, bytes] = {}
+        with torch.inference_mode():
+            y0 = model.analysis(x_pad, text)
+
+            def estimate(log_lam: float) -> float:
+                lam = self.resolve_lmbda(math.exp(log_lam))
+                bits = float(model.estimate_bits(model.scale_latent(y0, lam))[0])
+                return math.log(max(bits, 1.0) / pixels)
+
+            def real(log_lam: float) -> float:
+                lam = self.resolve_lmbda(math.exp(log_lam))
+                if lam not in files:
+                    out = model.compress_latent(model.scale_latent(y0, lam), coding=self.coding)
+                    files[lam] = self._pack(variant, out, lam, h, w)
+                return math.log(bpp(files[lam], h, w))
+
+            goal = math.log(target)
+            lo, hi = (math.log(v) for v in self.rate_range)
+            e_lo, e_hi = estimate(lo), estimate(hi)
+            if goal <= e_lo or goal >= e_hi:
+                log_lam = lo if goal <= e_lo else hi
+            else:
+                # regula falsi on the bracket [lo, hi]: log bpp is nearly linear in log λ
+                log_lam = lo
+                for _ in range(8):
+                    log_lam = lo + (goal - e_lo) * (hi - lo) / (e_hi - e_lo)
+                    e = estimate(log_lam)
+                    if abs(e - goal) <= 0.002:
                         break
-                    lo, hi = (mid, hi) if b < target else (lo, mid)
-        best = min(tried, key=lambda lam: abs(bpp(tried[lam], h, w) - target))
-        return tried[best], best
+                    if e < goal:
+                        lo, e_lo = log_lam, e
+                    else:
+                        hi, e_hi = log_lam, e
+            got = real(log_lam)
+            if abs(got - goal) > 0.01:
+                slope = (e_hi - e_lo) / (hi - lo) if hi > lo else 1.0
+                lo_r, hi_r = (math.log(v) for v in self.rate_range)
+                real(min(max(log_lam + (goal - got) / max(slope, 1e-3), lo_r), hi_r))
+        best = min(files, key=lambda lam: abs(bpp(files[lam], h, w) - target))
+        return files[best], best
 
     def compress(
         self,
