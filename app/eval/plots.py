@@ -1,6 +1,7 @@
 """RD plots of an evaluation: ``rd_plots.html`` (plotly) and ``rd_plots.png`` (matplotlib).
 
-Both draw bpp against PSNR, MS-SSIM and LPIPS.
+Both draw bpp against PSNR, MS-SSIM and LPIPS, each codec in its family's colour
+(`app.display.colour`), the colours of the demo's own RD plot.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from app.display import colour
 
 _PLOT_PANELS: tuple[tuple[str, str], ...] = (
     ("psnr", "PSNR (dB, 8-bit) ↑"),
@@ -27,9 +30,8 @@ def write_plotly(summary: Mapping[str, list[dict[str, Any]]], path: Path, title:
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=1, cols=len(_PLOT_PANELS), subplot_titles=[t for _, t in _PLOT_PANELS])
-    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"]
-    for i, (codec, points) in enumerate(summary.items()):
-        color = palette[i % len(palette)]
+    for codec, points in summary.items():
+        color = colour(codec)
         for j, (col, _) in enumerate(_PLOT_PANELS):
             pts = [p for p in points if p["bpp"] is not None and p[col] is not None]
             fig.add_trace(
@@ -61,7 +63,8 @@ def write_png(summary: Mapping[str, list[dict[str, Any]]], path: Path, title: st
     for codec, points in summary.items():
         for ax, (col, _) in zip(axes, _PLOT_PANELS, strict=True):
             pts = [p for p in points if p["bpp"] is not None and p[col] is not None]
-            ax.plot([p["bpp"] for p in pts], [p[col] for p in pts], marker="o", label=codec)
+            ax.plot([p["bpp"] for p in pts], [p[col] for p in pts], marker="o", label=codec,
+                    color=colour(codec))
     for ax, (_, label) in zip(axes, _PLOT_PANELS, strict=True):
         ax.set_xlabel("bpp")
         ax.set_title(label)
