@@ -1,11 +1,14 @@
-"""report.md: the means, BD-rate, matched-bpp and realism tables of an evaluation, as Markdown."""
+"""report.md: the means, BD-rate, matched-bpp and realism tables of an evaluation, as Markdown.
+
+Numbers are shown with `app.display.fmt`: a missing value is "–", an infinite one "∞".
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
+from app.display import MISSING, fmt
 from app.eval import captions as eval_captions
 from app.eval.bdrate import BD_METRICS, BdMethod, matched_bpp
 
@@ -29,14 +32,6 @@ def report_markdown(summary: Mapping[str, list[dict[str, Any]]],
     return "\n".join(report)
 
 
-def _cell(value: Any, digits: int) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float) and math.isinf(value):
-        return "∞"
-    return f"{value:.{digits}f}"
-
-
 def markdown_tables(summary: Mapping[str, list[dict[str, Any]]],
                     bd: Mapping[str, Mapping[str, float | None]], anchor: str,
                     method: BdMethod, caption_mode: str | None = None) -> str:
@@ -51,9 +46,9 @@ def markdown_tables(summary: Mapping[str, list[dict[str, Any]]],
     for codec, points in summary.items():
         for p in points:
             lines.append(
-                f"| {codec} | {p['rate']} | {p['n']} | {_cell(p['bpp'], 3)} | {_cell(p['psnr'], 2)} | "
-                f"{_cell(p['psnr_float'], 2)} | {_cell(p['ms_ssim'], 4)} | {_cell(p['lpips'], 4)} | "
-                f"{_cell(p['lpips_paper'], 4)} | {_cell(p['encode_ms'], 1)} | {_cell(p['decode_ms'], 1)} |"
+                f"| {codec} | {p['rate']} | {p['n']} | {fmt(p['bpp'], 3)} | {fmt(p['psnr'], 2)} | "
+                f"{fmt(p['psnr_float'], 2)} | {fmt(p['ms_ssim'], 4)} | {fmt(p['lpips'], 4)} | "
+                f"{fmt(p['lpips_paper'], 4)} | {fmt(p['encode_ms'], 1)} | {fmt(p['decode_ms'], 1)} |"
             )
     lines += ["", f"BD-rate against **{anchor}**{policy} ({method}; negative = fewer bits at equal "
               "quality):", "",
@@ -63,22 +58,22 @@ def markdown_tables(summary: Mapping[str, list[dict[str, Any]]],
         cells = []
         for metric in BD_METRICS:
             v = bd.get(metric, {}).get(codec)
-            cells.append("n/a (no overlap)" if v is None else f"{v:+.1f} %")
+            cells.append("n/a (no overlap)" if v is None else f"{fmt(v, 1, signed=True)} %")
         lines.append(f"| {codec} | " + " | ".join(cells) + " |")
     if not codecs:
         lines.append("| (only the anchor was evaluated) | | | |")
     matched = matched_bpp(summary, anchor)
     if any(matched.values()):
         lines += ["", f"At matched bpp{policy}: **{anchor}** read at each point's bpp (PCHIP over log bpp; "
-                  f"– outside {anchor}'s measured range):", "",
+                  f"{MISSING} outside {anchor}'s measured range):", "",
                   f"| codec | rate | bpp | PSNR | {anchor} PSNR | ΔPSNR dB | LPIPS | {anchor} LPIPS | ΔLPIPS |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for codec, rows in matched.items():
             for r in rows:
                 lines.append(
-                    f"| {codec} | {r['rate']} | {_cell(r['bpp'], 3)} | {_cell(r['psnr'], 2)} | "
-                    f"{_cell(r['anchor_psnr'], 2)} | {_signed(r['delta_psnr'], 2)} | {_cell(r['lpips'], 4)} | "
-                    f"{_cell(r['anchor_lpips'], 4)} | {_signed(r['delta_lpips'], 4)} |")
+                    f"| {codec} | {r['rate']} | {fmt(r['bpp'], 3)} | {fmt(r['psnr'], 2)} | "
+                    f"{fmt(r['anchor_psnr'], 2)} | {fmt(r['delta_psnr'], 2, signed=True)} | {fmt(r['lpips'], 4)} | "
+                    f"{fmt(r['anchor_lpips'], 4)} | {fmt(r['delta_lpips'], 4, signed=True)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -92,13 +87,9 @@ def realism_table(summary: Mapping[str, list[dict[str, Any]]], caption_mode: str
              "| codec | rate | bpp | FID | KID ×1000 |", "|---|---:|---:|---:|---:|"]
     for codec, points in summary.items():
         for p in points:
-            kid = "–" if p.get("kid") is None else f"{p['kid'] * 1e3:.2f} ± {p['kid_std'] * 1e3:.2f}"
-            fid = _cell(p.get("fid"), 2)
+            kid = MISSING if p.get("kid") is None else f"{fmt(p['kid'] * 1e3, 2)} ± {fmt(p['kid_std'] * 1e3, 2)}"
+            fid = fmt(p.get("fid"), 2)
             if p.get("fid_missing"):
-                fid = f"– ({p['fid_missing']} rows without features)"
-            lines.append(f"| {codec} | {p['rate']} | {_cell(p['bpp'], 3)} | {fid} | {kid} |")
+                fid = f"{MISSING} ({p['fid_missing']} rows without features)"
+            lines.append(f"| {codec} | {p['rate']} | {fmt(p['bpp'], 3)} | {fid} | {kid} |")
     return "\n".join(lines) + "\n"
-
-
-def _signed(value: float | None, digits: int) -> str:
-    return "–" if value is None else f"{value:+.{digits}f}"
