@@ -91,7 +91,7 @@ def default_image_path() -> Path | None:
 
 def load_bench_image(path: Path | None) -> tuple[np.ndarray, str]:
     """The benchmark image as HxWx3 uint8 and a label for the report."""
-    from app.evaluate import load_rgb
+    from app.eval.io import load_rgb
 
     if path is None:
         path = default_image_path()
@@ -152,7 +152,7 @@ def run_bench(
 
 def load_codecs(names: Sequence[str], optional: Sequence[str] = ()) -> tuple[dict[str, Any], dict[str, str]]:
     """Load codecs by name; failures of ``optional`` ones are returned as {name: reason}."""
-    from app.evaluate import get_codec
+    from app.eval.measure import get_codec
 
     loaded: dict[str, Any] = {}
     skipped: dict[str, str] = {}

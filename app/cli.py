@@ -161,7 +161,7 @@ def _delegate(module: str) -> Callable[[list[str]], int]:
 
 #: Sub-commands implemented in their own modules, each with its own ``main(argv)``.
 DELEGATED = {
-    "eval": ("app.evaluate", "rate–distortion evaluation: CSV, RD plots, BD-rates"),
+    "eval": ("app.eval.cli", "rate–distortion evaluation: CSV, RD plots, BD-rates"),
     "bench": ("app.bench", "latency and memory benchmark (JSON)"),
     "train": ("app.train.cli", "train an embedded TACO / ELIC"),
     "fetch-official": ("app.fetch", "download + verify the official TACO / CLIP / ELIC weights"),

@@ -20,14 +20,17 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from app.errors import ConfigError
+
+if TYPE_CHECKING:
+    from app.eval.schema import Row
 
 
 def _home_relative(path: Path) -> str:
@@ -209,26 +212,28 @@ def distances(real: np.ndarray, fake: np.ndarray) -> dict[str, float | None]:
     return out
 
 
-def summarize(store: FeatureStore, rows: Iterable[Mapping[str, str]], images: Sequence[str],
-              caption_column: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+def summarize(store: FeatureStore, rows: Iterable[Row], images: Sequence[str],
+              by_caption: bool = False) -> dict[str, dict[str, dict[str, Any]]]:
     """{codec: {rate: {fid, kid, kid_std, samples, missing}}} over the rows of each point.
 
     The real set is every original image of the run (each once), the fake set every row's
-    reconstruction (under ``each`` several per image). A point with rows whose features are
+    reconstruction (under ``each`` several per image; ``by_caption``: their features are stored
+    per caption index). A point with rows whose features are
     missing (measured by a run without FID) gets no numbers, and says how many are missing.
     """
     real_parts = [store.load(store.original_path(name)) for name in images]
-    groups: dict[tuple[str, str], list[Mapping[str, str]]] = {}
+    groups: dict[tuple[str, str], list[Row]] = {}
     for row in rows:
-        groups.setdefault((row["codec"], row["rate"]), []).append(row)
+        groups.setdefault((row.codec, row.rate_key), []).append(row)
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for (codec, rate), members in groups.items():
-        fake_parts = [store.load(store.row_path(codec, rate, r["image"],
-                                                r.get(caption_column, "") if caption_column else ""))
+        fake_parts = [store.load(store.row_path(codec, rate, r.image,
+                                                str(r.caption) if by_caption and r.caption is not None
+                                                else ""))
                       for r in members]
         missing = sum(p is None for p in fake_parts)
         point: dict[str, Any] = {"fid": None, "kid": None, "kid_std": None, "missing": missing}
-        used_images = {r["image"] for r in members}
+        used_images = {r.image for r in members}
         real = [p for p, name in zip(real_parts, images, strict=True) if name in used_images]
         if not missing and all(p is not None for p in real):
             fake = np.concatenate([p for p in fake_parts if p is not None], 0)

@@ -17,7 +17,7 @@ TACO_ALLOW_RANDOM          1: let a codec run on random weights (tiny test model
 TACO_DEBUG                 1: the CLI prints tracebacks                                0
 TACO_DECODE_TIMEOUT_S      seconds one isolated decode may take                        120
 TACO_ISOLATE_DECODE        0: decode untrusted files in-process                        1
-TACO_EVAL_DIST_TIMEOUT_S   seconds a sharded evaluation waits for its peers            1800
+TACO_EVAL_DIST_TIMEOUT_S   seconds a sharded evaluation waits for its peers            172800
 TACO_MODEL_SET             the UI's model set (``tiny``: tiny random models)           all found
 TACO_UI_MAX_SIDE           the UI resizes uploads to this longest side                 768
 TACO_UI_CACHE_ENTRIES      results the UI keeps per process                            48
@@ -95,7 +95,9 @@ class Settings:
     debug: bool = False
     decode_timeout_s: float = 120.0
     isolate_decode: bool = True
-    eval_dist_timeout_s: float = 1800.0
+    #: a rank that finished its shard waits at a barrier for the slowest one; a COCO-30k shard
+    #: takes hours, so the collective timeout must outlast it
+    eval_dist_timeout_s: float = 48 * 3600.0
     model_set: str = ""
     ui_max_side: int = 768
     ui_cache_entries: int = 48
@@ -132,7 +134,7 @@ class Settings:
             debug=_flag(env, "TACO_DEBUG", False),
             decode_timeout_s=float(_number(env, "TACO_DECODE_TIMEOUT_S", 120.0, float)),
             isolate_decode=_flag(env, "TACO_ISOLATE_DECODE", True),
-            eval_dist_timeout_s=float(_number(env, "TACO_EVAL_DIST_TIMEOUT_S", 1800.0, float)),
+            eval_dist_timeout_s=float(_number(env, "TACO_EVAL_DIST_TIMEOUT_S", 48 * 3600.0, float)),
             model_set=env.get("TACO_MODEL_SET", "").strip().lower(),
             ui_max_side=side,
             ui_cache_entries=int(_number(env, "TACO_UI_CACHE_ENTRIES", 48)),

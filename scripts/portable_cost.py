@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from app.codecs import load_codec
-from app.evaluate import bd_rate
+from app.eval.bdrate import bd_rate
 from app.metrics import bpp, psnr
 
 LMBDAS = (0.0018, 0.0054, 0.0161, 0.0483)

@@ -26,7 +26,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from app import evaluate
+from app.eval import cli
+from app.eval.provenance import PROVENANCE_FILE
+from app.eval.schema import Row, read_rows, write_rows
+from app.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +44,7 @@ OUTPUTS = ("results.csv", "summary.json", "report.md", "rd_plots.html", "rd_plot
 
 def data_arg(rel: str) -> str:
     """A data path as it should appear in recorded commands (relative when under ../shared)."""
-    shared = evaluate.shared_dir()
+    shared = get_settings().shared_dir
     default = ROOT.parent / "shared"
     base = "../shared" if shared.resolve() == default.resolve() else str(shared)
     return f"{base}/data/{rel}"
@@ -52,23 +55,23 @@ def seed(out: Path, source: Path, codecs: tuple[str, ...]) -> int:
     target = out / "results.csv"
     if target.exists() or not source.exists():
         return 0
-    rows = [r for r in evaluate.read_rows(source) if r["codec"] in codecs]
+    rows = [r for r in read_rows(source) if r.codec in codecs]
     out.mkdir(parents=True, exist_ok=True)
-    evaluate.write_rows(target, rows)
+    write_rows(target, rows)
     return len(rows)
 
 
 def copy_run(src: Path, dst: Path) -> None:
     """Reuse the rows (and their provenance) of ``src`` in ``dst``."""
     dst.mkdir(parents=True, exist_ok=True)
-    for name in ("results.csv", evaluate.PROVENANCE_FILE):
+    for name in ("results.csv", PROVENANCE_FILE):
         if (src / name).exists():
             shutil.copy2(src / name, dst / name)
 
 
 def run(argv: list[str]) -> None:
     print("$ python -m app eval " + " ".join(argv), flush=True)
-    if evaluate.main(argv) != 0:
+    if cli.main(argv) != 0:
         raise SystemExit(f"eval failed: {' '.join(argv)}")
 
 
@@ -88,8 +91,8 @@ def rd_set(key: str) -> list[str]:
     return [str(out), str(vs)]
 
 
-def mean(rows: list[dict[str, str]], col: str) -> float:
-    return sum(float(r[col]) for r in rows) / len(rows)
+def mean(rows: list[Row], col: str) -> float:
+    return sum(getattr(r, col) for r in rows) / len(rows)
 
 
 def caption_table(dirs: dict[str, Path], rates: list[str]) -> str:
@@ -98,11 +101,11 @@ def caption_table(dirs: dict[str, Path], rates: list[str]) -> str:
     lines = ["| λ | caption | bpp | PSNR dB | LPIPS | Δbpp | ΔPSNR dB | ΔLPIPS |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for rate in rates:
-        rows = {mode: [r for r in evaluate.read_rows(d / "results.csv")
-                       if r["codec"] == "taco" and r["rate"] == rate] for mode, d in dirs.items()}
+        rows = {mode: [r for r in read_rows(d / "results.csv")
+                       if r.codec == "taco" and r.rate_key == rate] for mode, d in dirs.items()}
         # the same images in every mode (the "given" folder may hold more of them)
-        common = set.intersection(*({r["image"] for r in rs} for rs in rows.values()))
-        means = {mode: {c: mean([r for r in rs if r["image"] in common], c)
+        common = set.intersection(*({r.image for r in rs} for rs in rows.values()))
+        means = {mode: {c: mean([r for r in rs if r.image in common], c)
                         for c in ("bpp", "psnr", "lpips")} for mode, rs in rows.items()}
         g = means["given"]
         for mode, m in means.items():

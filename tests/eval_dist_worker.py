@@ -16,7 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app import eval_units, evaluate  # noqa: E402
+from app.eval import cli  # noqa: E402
+from app.eval import units as eval_units  # noqa: E402
 
 _real = eval_units.measure_unit
 _count = 0
@@ -41,4 +42,4 @@ import app.metrics  # noqa: E402
 app.metrics.ms_ssim = lambda a, b: 1.0
 
 if __name__ == "__main__":
-    sys.exit(evaluate.main(sys.argv[1:]))
+    sys.exit(cli.main(sys.argv[1:]))

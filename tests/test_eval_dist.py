@@ -15,7 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from app import eval_captions, eval_dist, evaluate
+from app.errors import ConfigError
+from app.eval import captions as eval_captions
+from app.eval import cli, runner, schema
+from app.eval import distributed as eval_dist
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("encode_ms", "decode_ms")
@@ -69,7 +72,7 @@ def test_shard_split_is_deterministic_disjoint_and_complete():
     assert parts == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8]]
     assert sorted(sum(parts, [])) == units
     assert eval_dist.shard(units, 0, 1) == units
-    with pytest.raises(evaluate.ConfigError):
+    with pytest.raises(ConfigError):
         eval_dist.shard(units, 3, 3)
 
 
@@ -78,7 +81,7 @@ def test_env_info_reads_the_launcher_variables():
     info = eval_dist.env_info({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
     assert (info.rank, info.world, info.local_rank, info.main, info.enabled) == (3, 4, 1, False, True)
     for bad in ({"RANK": "4", "WORLD_SIZE": "4"}, {"WORLD_SIZE": "x"}):
-        with pytest.raises(evaluate.ConfigError):
+        with pytest.raises(ConfigError):
             eval_dist.env_info(bad)
 
 
@@ -87,19 +90,24 @@ def test_init_without_a_launcher_starts_nothing(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     assert eval_dist.init("cpu") == eval_dist.DistInfo()
     assert not torch.distributed.is_initialized()
-    with pytest.raises(evaluate.ConfigError):
+    with pytest.raises(ConfigError):
         eval_dist.init("tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(evaluate.ConfigError, match="CUDA is not available"):
+        with pytest.raises(ConfigError, match="CUDA is not available"):
             eval_dist.init("cuda")
 
 
+def _scored(**cells: str) -> schema.Row:
+    """A row with these cells, every other cell of the ``best-of`` header "0"."""
+    return schema.Row.from_cells({**dict.fromkeys(schema.csv_columns("best-of"), "0"), **cells})
+
+
 def test_pick_best_starts_at_infinity():
-    rows = [{"lpips": "0.30"}, {"lpips": "0.10"}, {"lpips": "0.10"}, {"lpips": ""}]
+    rows = [_scored(lpips="0.30"), _scored(lpips="0.10"), _scored(lpips="0.10"), _scored(lpips="")]
     assert eval_captions.pick_best(rows) == 1  # lowest, first on ties, empty never wins
-    assert eval_captions.pick_best([{"lpips": ""}, {"lpips": "0.9"}]) == 1
-    assert eval_captions.pick_best([{"lpips": "0.5", "lpips_paper": "0.1"},
-                                    {"lpips": "0.2", "lpips_paper": "0.4"}], "lpips_paper") == 0
+    assert eval_captions.pick_best([_scored(lpips=""), _scored(lpips="0.9")]) == 1
+    assert eval_captions.pick_best([_scored(lpips="0.5", lpips_paper="0.1"),
+                                    _scored(lpips="0.2", lpips_paper="0.4")], "lpips_paper") == 0
 
 
 def test_policy_captions():
@@ -156,7 +164,7 @@ def test_best_of_keeps_the_lowest_lpips_caption(tmp_path, fake_codec):
     caps = tmp_path / "caps.json"
     caps.write_text(json.dumps({"im0.png": ["blurry words", "the right words", "middling words"],
                                 "im1.png": ["middling words", "blurry words"]}))
-    res = evaluate.run_eval(images, ["fake", "jpeg"], tmp_path / "best", {"jpeg": [50]}, captions=caps,
+    res = runner.run_eval(images, ["fake", "jpeg"], tmp_path / "best", {"jpeg": [50]}, captions=caps,
                             progress=False, caption_mode="best-of")
     rows = _rows(res.csv_path)
     got = {(r["image"], r["codec"]): r["caption"] for r in rows}
@@ -164,7 +172,7 @@ def test_best_of_keeps_the_lowest_lpips_caption(tmp_path, fake_codec):
                    ("im0.png", "jpeg"): "0", ("im1.png", "jpeg"): "0"}  # captions ignored: once
     assert fake_codec.captions == ["blurry words", "the right words", "middling words",
                                    "middling words", "blurry words"]
-    each = evaluate.run_eval(images, ["fake"], tmp_path / "each", captions=caps, progress=False,
+    each = runner.run_eval(images, ["fake"], tmp_path / "each", captions=caps, progress=False,
                              caption_mode="each")
     each_rows = _rows(each.csv_path)
     assert [(r["image"], r["caption"]) for r in each_rows] == [
@@ -187,12 +195,12 @@ def test_sharded_ranks_in_turn_match_one_process(tmp_path, monkeypatch, fake_cod
     caps = tmp_path / "caps.json"
     caps.write_text(json.dumps({"im0.png": ["the right words", "blurry words"], "im2": "middling words"}))
     run = dict(rates={"jpeg": [30, 70]}, captions=caps, progress=False, caption_mode="each")
-    single = evaluate.run_eval(images, ["fake", "jpeg"], tmp_path / "one", **run)
+    single = runner.run_eval(images, ["fake", "jpeg"], tmp_path / "one", **run)
     monkeypatch.setattr(eval_dist, "barrier", lambda info: None)
     out = tmp_path / "two"
-    r1 = evaluate.run_eval(images, ["fake", "jpeg"], out, dist=eval_dist.DistInfo(1, 2), **run)
+    r1 = runner.run_eval(images, ["fake", "jpeg"], out, dist=eval_dist.DistInfo(1, 2), **run)
     assert r1.summary == {} and (out / "shards" / "rank00001.csv").exists()
-    r0 = evaluate.run_eval(images, ["fake", "jpeg"], out, dist=eval_dist.DistInfo(0, 2), **run)
+    r0 = runner.run_eval(images, ["fake", "jpeg"], out, dist=eval_dist.DistInfo(0, 2), **run)
     # 10 units: fake once per caption (2 + 1 + 1), jpeg once per image and rate (captions
     # ignored). Rank 1 ran first, so rank 0 folded its shard into results.csv before its own 5
     assert (r1.computed, r0.computed, r0.skipped) == (5, 5, 5)
@@ -221,7 +229,7 @@ def test_two_process_gloo_run_gives_the_rows_of_one_process(tmp_path, monkeypatc
     torch.set_num_threads(1)  # as each torchrun worker (OMP_NUM_THREADS=1): same float sums
     try:
         one = tmp_path / "one"
-        assert evaluate.main([*args, "--out", str(one)]) == 0
+        assert cli.main([*args, "--out", str(one)]) == 0
     finally:
         torch.set_num_threads(threads)
     rows = _rows(two / "results.csv")
@@ -241,8 +249,8 @@ def test_killed_sharded_run_resumes_without_losing_or_duplicating(tmp_path):
     assert proc.returncode != 0  # rank 1 died; the launcher stopped rank 0
     shard1 = (out / "shards" / "rank00001.csv").read_text()
     assert len(shard1.splitlines()) == 1 + 3 + 1 and not shard1.endswith("\n")  # 3 rows + half a line
-    survived = {tuple(r[k] for k in ("image", "codec", "rate"))
-                for p in (out / "shards").glob("*.csv") for r in evaluate.read_rows(p)}
+    survived = {(r.image, r.codec, r.rate_key)
+                for p in (out / "shards").glob("*.csv") for r in schema.read_rows(p)}
     assert len(survived) >= 3
 
     again = _torchrun(args, {})  # the same launch again, no one dies
@@ -257,9 +265,9 @@ def test_killed_sharded_run_resumes_without_losing_or_duplicating(tmp_path):
 
 def test_help_names_the_policies_and_the_released_scripts_bug(capsys):
     with pytest.raises(SystemExit):
-        evaluate.setup_args().parse_args(["--help"])
+        cli.setup_args().parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "{given,each,best-of,empty,other}" in text
     assert "starts the best LPIPS at 0.0" in text and "torchrun --nproc_per_node N" in text
-    assert evaluate.csv_columns("each")[-1] == "caption" == evaluate.csv_columns("best-of")[-1]
-    assert evaluate.csv_columns("given") == evaluate.CSV_COLUMNS
+    assert schema.csv_columns("each")[-1] == "caption" == schema.csv_columns("best-of")[-1]
+    assert schema.csv_columns("given") == schema.CSV_COLUMNS

@@ -14,8 +14,10 @@ import pytest
 from PIL import Image
 from scipy import integrate, interpolate
 
-from app import bench, evaluate
+from app import bench
 from app.errors import ConfigError, MissingModelError, TacoError
+from app.eval import bdrate, cli, measure, rates, report, runner, schema
+from app.eval import io as eval_io
 
 # --------------------------------------------------------------------------- BD-rate
 
@@ -26,19 +28,19 @@ Q = [28.0, 31.0, 34.0, 37.0, 40.0]
 
 @pytest.mark.parametrize("method", ["pchip", "cubic"])
 def test_bd_rate_known_answers(method):
-    assert evaluate.bd_rate(R, Q, R, Q, method) == pytest.approx(0.0, abs=1e-9)
-    assert evaluate.bd_rate(R, Q, [r * 0.8 for r in R], Q, method) == pytest.approx(-20.0, abs=1e-6)
-    assert evaluate.bd_rate(R, Q, [r * 1.5 for r in R], Q, method) == pytest.approx(50.0, abs=1e-6)
+    assert bdrate.bd_rate(R, Q, R, Q, method) == pytest.approx(0.0, abs=1e-9)
+    assert bdrate.bd_rate(R, Q, [r * 0.8 for r in R], Q, method) == pytest.approx(-20.0, abs=1e-6)
+    assert bdrate.bd_rate(R, Q, [r * 1.5 for r in R], Q, method) == pytest.approx(50.0, abs=1e-6)
     # order of points does not matter
-    assert evaluate.bd_rate(R[::-1], Q[::-1], [r * 0.8 for r in R], Q, method) == pytest.approx(-20.0)
+    assert bdrate.bd_rate(R[::-1], Q[::-1], [r * 0.8 for r in R], Q, method) == pytest.approx(-20.0)
 
 
 def test_bd_rate_no_overlap_or_too_few_points():
-    assert evaluate.bd_rate(R, Q, R, [q + 100 for q in Q]) is None
-    assert evaluate.bd_rate(R[:3], Q[:3], R[:3], Q[:3], "cubic") is None  # cubic needs 4
-    assert evaluate.bd_rate(R[:2], Q[:2], R[:2], Q[:2], "pchip") == pytest.approx(0.0)
+    assert bdrate.bd_rate(R, Q, R, [q + 100 for q in Q]) is None
+    assert bdrate.bd_rate(R[:3], Q[:3], R[:3], Q[:3], "cubic") is None  # cubic needs 4
+    assert bdrate.bd_rate(R[:2], Q[:2], R[:2], Q[:2], "pchip") == pytest.approx(0.0)
     with pytest.raises(ConfigError):
-        evaluate.bd_rate(R, Q, R, Q, "linear")  # type: ignore[arg-type]
+        bdrate.bd_rate(R, Q, R, Q, "linear")  # type: ignore[arg-type]
 
 
 def test_bd_rate_lpips_sign_convention():
@@ -49,13 +51,13 @@ def test_bd_rate_lpips_sign_convention():
         "b": [{"rate": str(i), "bpp": r, "psnr": q - 1, "ms_ssim": 0.9, "lpips": 0.45 - 0.05 * i}
               for i, (r, q) in enumerate(zip(R, Q, strict=True))],
     }
-    bd = evaluate.bd_rates(summary, "a")
+    bd = bdrate.bd_rates(summary, "a")
     assert bd["lpips"]["b"] < 0 < bd["psnr"]["b"]
     assert bd["ms_ssim"]["b"] is None  # constant quality: no interval
 
 
 # Fixed curves -> BD-rate (%) for (pchip, cubic). The literals were produced by the former
-# hand-written PCHIP of app/evaluate.py; `test_bd_rate_golden_table_is_the_integral` re-derives
+# hand-written PCHIP of the evaluation; `test_bd_rate_golden_table_is_the_integral` re-derives
 # them by adaptive quadrature. The kodak_* curves are the Kodak-24 means (docs/results/kodak),
 # rounded and frozen here so a refresh of the results does not move the table.
 BD_CURVES = {
@@ -89,7 +91,7 @@ BD_GOLDEN = {  # name -> (pchip, cubic)
 @pytest.mark.parametrize("name", sorted(BD_CURVES))
 def test_bd_rate_golden_table(name):
     for method, want in zip(("pchip", "cubic"), BD_GOLDEN[name], strict=True):
-        got = evaluate.bd_rate(*BD_CURVES[name], method)
+        got = bdrate.bd_rate(*BD_CURVES[name], method)
         if want is None:
             assert got is None
         else:
@@ -151,7 +153,7 @@ def test_matched_bpp_reads_the_anchor_at_each_point():
         "elic": [pt("1", 0.1, 26.0, 0.4), pt("2", 0.2, 28.0, 0.3), pt("3", 0.4, 30.0, 0.2)],
         "taco": [pt("1", 0.2, 27.0, 0.2), pt("2", 0.05, 25.0, 0.5), pt("3", 0.3, 28.5, 0.15)],
     }
-    rows = evaluate.matched_bpp(summary, "elic")["taco"]
+    rows = bdrate.matched_bpp(summary, "elic")["taco"]
     assert rows[0]["anchor_psnr"] == pytest.approx(28.0) and rows[0]["delta_psnr"] == pytest.approx(-1.0)
     assert rows[0]["delta_lpips"] == pytest.approx(-0.1)
     assert rows[1]["anchor_psnr"] is None and rows[1]["delta_psnr"] is None  # below ELIC's range
@@ -159,7 +161,7 @@ def test_matched_bpp_reads_the_anchor_at_each_point():
     # the PCHIP a straight line in log-bpp, so ELIC at 0.3 bpp is 28 + 2·log2(1.5) dB
     assert rows[2]["anchor_psnr"] == pytest.approx(28.0 + 2.0 * math.log2(1.5), rel=1e-12)
     assert rows[2]["anchor_ms_ssim"] is None
-    table = evaluate.markdown_tables(summary, evaluate.bd_rates(summary, "elic"), "elic", "pchip")
+    table = report.markdown_tables(summary, bdrate.bd_rates(summary, "elic"), "elic", "pchip")
     assert "At matched bpp" in table and "| taco | 1 | 0.200 | 27.00 | 28.00 | -1.00 |" in table
 
 
@@ -168,26 +170,26 @@ def test_matched_bpp_reads_the_anchor_at_each_point():
 
 def test_parse_rates():
     codecs = ["jpeg", "webp", "taco"]
-    assert evaluate.parse_rates(None, codecs) == {"jpeg": None, "webp": None, "taco": None}
-    got = evaluate.parse_rates(["30,50", "taco=0.0008,0.004;webp=10"], codecs)
+    assert rates.parse_rates(None, codecs) == {"jpeg": None, "webp": None, "taco": None}
+    got = rates.parse_rates(["30,50", "taco=0.0008,0.004;webp=10"], codecs)
     assert got == {"jpeg": [30.0, 50.0], "webp": [10.0], "taco": [0.0008, 0.004]}
     for bad in (["avif=10"], ["jpeg=x"], ["jpeg="]):
         with pytest.raises(ConfigError):
-            evaluate.parse_rates(bad, codecs)
-    assert evaluate.format_rate(50.0) == "50" and evaluate.format_rate(0.0008) == "0.0008"
+            rates.parse_rates(bad, codecs)
+    assert schema.format_rate(50.0) == "50" and schema.format_rate(0.0008) == "0.0008"
 
 
 def test_captions_policy(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"a.png": ["first", "second"], "b": "stem caption", "e.png": []}))
-    caps = evaluate.load_captions(path)
-    assert evaluate.caption_for(caps, Path("a.png")) == "first"
-    assert evaluate.caption_for(caps, Path("b.png")) == "stem caption"
-    assert evaluate.caption_for(caps, Path("e.png")) == ""
-    assert evaluate.caption_for(caps, Path("zzz.png")) == ""
+    caps = eval_io.load_captions(path)
+    assert eval_io.caption_for(caps, Path("a.png")) == "first"
+    assert eval_io.caption_for(caps, Path("b.png")) == "stem caption"
+    assert eval_io.caption_for(caps, Path("e.png")) == ""
+    assert eval_io.caption_for(caps, Path("zzz.png")) == ""
     path.write_text("[1, 2]")
     with pytest.raises(ConfigError):
-        evaluate.load_captions(path)
+        eval_io.load_captions(path)
 
 
 # --------------------------------------------------------------------------- end to end
@@ -214,7 +216,7 @@ def eval_run(tmp_path_factory):
     out = root / "out"
     argv = ["--images", str(images), "--captions", str(captions), "--codecs", "jpeg,webp",
             "--rates", "jpeg=20,60", "--rates", "webp=20,60", "--out", str(out), "--no-progress"]
-    assert evaluate.main(argv) == 0
+    assert cli.main(argv) == 0
     return images, out, argv
 
 
@@ -223,7 +225,7 @@ def test_eval_outputs(eval_run):
     with open(out / "results.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 2 * 2 * 2
-    assert tuple(rows[0]) == evaluate.CSV_COLUMNS
+    assert tuple(rows[0]) == schema.CSV_COLUMNS
     for row in rows:
         assert float(row["bpp"]) == pytest.approx(
             8 * int(row["bytes"]) / (int(row["width"]) * int(row["height"])), rel=1e-5)
@@ -249,14 +251,14 @@ def test_rerun_skips_finished_rows_and_recovers_a_cut_line(eval_run, monkeypatch
     images, out, argv = eval_run
     csv_path = out / "results.csv"
     before = csv_path.read_text()
-    res = evaluate.run_eval(images, ["jpeg", "webp"], out, {"jpeg": [20, 60], "webp": [20, 60]},
+    res = runner.run_eval(images, ["jpeg", "webp"], out, {"jpeg": [20, 60], "webp": [20, 60]},
                             progress=False)
     assert (res.computed, res.skipped) == (0, 8)
     assert csv_path.read_text() == before
     # an interrupted write leaves half a line: it is dropped and that row is recomputed
     lines = before.splitlines(keepends=True)
     csv_path.write_text("".join(lines[:-1]) + lines[-1][:10])
-    res = evaluate.run_eval(images, ["jpeg", "webp"], out, {"jpeg": [20, 60], "webp": [20, 60]},
+    res = runner.run_eval(images, ["jpeg", "webp"], out, {"jpeg": [20, 60], "webp": [20, 60]},
                             progress=False)
     assert (res.computed, res.skipped) == (1, 7)
     assert len(csv_path.read_text().splitlines()) == len(lines)
@@ -264,17 +266,17 @@ def test_rerun_skips_finished_rows_and_recovers_a_cut_line(eval_run, monkeypatch
 
 def test_eval_errors(tmp_path, eval_run, capsys):
     images, _, _ = eval_run
-    assert evaluate.main(["--images", str(images), "--codecs", "bpg", "--out", str(tmp_path)]) == 2
+    assert cli.main(["--images", str(images), "--codecs", "bpg", "--out", str(tmp_path)]) == 2
     assert "bpg" in capsys.readouterr().err
     with pytest.raises(ConfigError):
-        evaluate.run_eval(images, ["jpeg"], tmp_path, anchor="webp", progress=False)
+        runner.run_eval(images, ["jpeg"], tmp_path, anchor="webp", progress=False)
     with pytest.raises(TacoError):
-        evaluate.run_eval(tmp_path / "missing", ["jpeg"], tmp_path, progress=False)
+        runner.run_eval(tmp_path / "missing", ["jpeg"], tmp_path, progress=False)
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "results.csv").write_text("a,b\n1,2\n")
     with pytest.raises(TacoError, match="columns"):
-        evaluate.run_eval(images, ["jpeg"], bad, {"jpeg": [50]}, progress=False)
+        runner.run_eval(images, ["jpeg"], bad, {"jpeg": [50]}, progress=False)
 
 
 class _FakeLearned:
@@ -307,7 +309,7 @@ def test_learned_codec_is_loaded_lazily_with_defaults(tmp_path, eval_run, monkey
     module = types.ModuleType("app.codecs")
     module.load_codec = lambda name, checkpoint=None, device="cpu": fake  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "app.codecs", module)
-    res = evaluate.run_eval(images, ["fake", "jpeg"], tmp_path, {"jpeg": [20, 60]},
+    res = runner.run_eval(images, ["fake", "jpeg"], tmp_path, {"jpeg": [20, 60]},
                             captions=None, anchor="jpeg", limit=1, progress=False)
     assert [p["rate"] for p in res.summary["fake"]] == ["10", "40", "90"]  # from rate_ladder
     point = res.summary["fake"][0]
@@ -318,12 +320,12 @@ def test_learned_codec_is_loaded_lazily_with_defaults(tmp_path, eval_run, monkey
 def test_missing_learned_module_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "app.codecs", None)  # import fails
     with pytest.raises(MissingModelError, match="app.codecs"):
-        evaluate.get_codec("taco")
+        measure.get_codec("taco")
 
 
 def test_eval_help_lists_default_rates(capsys):
     with pytest.raises(SystemExit):
-        evaluate.setup_args().parse_args(["--help"])
+        cli.setup_args().parse_args(["--help"])
     text = capsys.readouterr().out
     assert "jpeg  quality 5,10,20,35,50,75" in text and "rate_ladder" in text
 
@@ -335,11 +337,11 @@ def test_kodak_jpeg_q50_sanity_anchor(kodak_dir):
     from app.metrics import psnr
 
     codec = get_classical_codec("jpeg")
-    files = evaluate.list_images(kodak_dir)
+    files = eval_io.list_images(kodak_dir)
     assert len(files) == 24
     bpps, psnrs = [], []
     for f in files:
-        img = evaluate.load_rgb(f)
+        img = eval_io.load_rgb(f)
         data = codec.compress(img, lmbda=50)
         bpps.append(8 * len(data) / (img.shape[0] * img.shape[1]))
         psnrs.append(psnr(img, codec.decompress(data)))
@@ -384,7 +386,7 @@ def test_caption_modes_measure_the_caption_effect(tmp_path, eval_run, monkeypatc
     monkeypatch.setitem(sys.modules, "app.codecs", module)
     caps = tmp_path / "caps.json"
     caps.write_text(json.dumps({"a_small.png": "a caption", "b_large.png": ["b caption", "x"]}))
-    res = evaluate.run_eval(images, ["fake"], tmp_path / mode, captions=caps, progress=False,
+    res = runner.run_eval(images, ["fake"], tmp_path / mode, captions=caps, progress=False,
                             caption_mode=mode)
     assert fake.captions == expected
     assert json.loads(res.summary_path.read_text())["caption_mode"] == mode
@@ -401,18 +403,18 @@ def test_rerun_after_new_weights_measures_that_codec_again(tmp_path, eval_run, m
     monkeypatch.setitem(sys.modules, "app.codecs", module)
     out = tmp_path / "out"
     run = dict(rates={"jpeg": [60]}, progress=False)
-    first = evaluate.run_eval(images, ["fake", "jpeg"], out, **run)
+    first = runner.run_eval(images, ["fake", "jpeg"], out, **run)
     assert (first.computed, first.skipped, first.stale) == (4, 0, {})
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["rows"]["fake@40"] == "weights:" + "01" * 8
     assert prov["rows"]["jpeg@60"].startswith("pillow:")
-    again = evaluate.run_eval(images, ["fake", "jpeg"], out, **run)
+    again = runner.run_eval(images, ["fake", "jpeg"], out, **run)
     assert (again.computed, again.skipped) == (0, 4)
 
     fake.fingerprint = lambda lmbda=None: b"\x02" * 8  # type: ignore[attr-defined]  # retrained
     argv = ["--images", str(images), "--codecs", "fake,jpeg", "--rates", "jpeg=60", "--out", str(out),
             "--no-progress"]
-    assert evaluate.main(argv) == 0
+    assert cli.main(argv) == 0
     assert "fake: weights or encoder changed" in capsys.readouterr().out
     with open(out / "results.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -422,4 +424,4 @@ def test_rerun_after_new_weights_measures_that_codec_again(tmp_path, eval_run, m
 
     # a different caption mode in the same folder is refused with a one-line error
     with pytest.raises(ConfigError, match="caption-mode 'given'"):
-        evaluate.run_eval(images, ["fake"], out, progress=False, caption_mode="empty")
+        runner.run_eval(images, ["fake"], out, progress=False, caption_mode="empty")

@@ -10,8 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from app import eval_dist, evaluate, realism
+from app import realism
 from app.errors import ConfigError
+from app.eval import cli, runner
+from app.eval import distributed as eval_dist
 
 
 def _images(folder: Path, n: int = 5, size: int = 48) -> Path:
@@ -77,7 +79,7 @@ def test_fid_kid_in_summary_and_report_also_when_sharded(tmp_path, monkeypatch, 
     images = _images(tmp_path / "imgs")
     real = realism.Realism(_tiny_extractor(), "tiny test network")
     run = dict(rates={"jpeg": [3, 95], "webp": [1, 95]}, progress=False, realism=real)
-    one = evaluate.run_eval(images, ["jpeg", "webp"], tmp_path / "one", **run)
+    one = runner.run_eval(images, ["jpeg", "webp"], tmp_path / "one", **run)
     for points in one.summary.values():
         low, high = sorted(points, key=lambda p: p["bpp"])
         assert low["fid"] > high["fid"] >= -1e-6  # heavier compression: further from the originals
@@ -91,16 +93,16 @@ def test_fid_kid_in_summary_and_report_also_when_sharded(tmp_path, monkeypatch, 
 
     monkeypatch.setattr(eval_dist, "barrier", lambda info: None)
     out = tmp_path / "two"
-    evaluate.run_eval(images, ["jpeg", "webp"], out, dist=eval_dist.DistInfo(1, 2), **run)
-    two = evaluate.run_eval(images, ["jpeg", "webp"], out, dist=eval_dist.DistInfo(0, 2), **run)
+    runner.run_eval(images, ["jpeg", "webp"], out, dist=eval_dist.DistInfo(1, 2), **run)
+    two = runner.run_eval(images, ["jpeg", "webp"], out, dist=eval_dist.DistInfo(0, 2), **run)
     for codec, points in one.summary.items():
         for p, q in zip(points, two.summary[codec], strict=True):
             assert (p["fid"], p["kid"]) == pytest.approx((q["fid"], q["kid"]), rel=1e-9)
 
     # rows measured without features (an earlier run without FID) give no FID, and say so
     plain = tmp_path / "plain"
-    evaluate.run_eval(images, ["jpeg"], plain, {"jpeg": [50]}, progress=False)
-    again = evaluate.run_eval(images, ["jpeg"], plain, {"jpeg": [50]}, progress=False, realism=real)
+    runner.run_eval(images, ["jpeg"], plain, {"jpeg": [50]}, progress=False)
+    again = runner.run_eval(images, ["jpeg"], plain, {"jpeg": [50]}, progress=False, realism=real)
     assert again.computed == 0 and again.summary["jpeg"][0]["fid"] is None
     assert "5 rows without features" in again.report_path.read_text()
 
@@ -108,7 +110,7 @@ def test_fid_kid_in_summary_and_report_also_when_sharded(tmp_path, monkeypatch, 
 def test_fid_over_crops(tmp_path, fast_metrics):
     images = _images(tmp_path / "imgs", n=3, size=48)
     real = realism.Realism(_tiny_extractor(), "tiny test network", patch=24)
-    res = evaluate.run_eval(images, ["jpeg"], tmp_path / "out", {"jpeg": [10]}, progress=False,
+    res = runner.run_eval(images, ["jpeg"], tmp_path / "out", {"jpeg": [10]}, progress=False,
                             realism=real)
     point = res.summary["jpeg"][0]
     assert point["fid_samples"] == [12, 12] and point["fid"] is not None  # 4 crops per image
@@ -123,12 +125,12 @@ def test_without_weights_one_line_and_no_download(tmp_path, monkeypatch, refused
     out = tmp_path / "out"
     argv = ["--images", str(images), "--codecs", "jpeg", "--rates", "50", "--out", str(out),
             "--no-progress", "--plotlyjs", "cdn"]
-    assert evaluate.main(argv) == 0
+    assert cli.main(argv) == 0
     lines = [line for line in (out / "report.md").read_text().splitlines() if "FID" in line]
     assert len(lines) == 1 and lines[0].startswith("FID / KID: not computed: no Inception weights")
     assert json.loads((out / "summary.json").read_text())["realism"]["computed"] is False
     assert not (out / "features").exists()
-    assert evaluate.main([*argv, "--inception-weights", str(tmp_path / "nope.pth")]) == 2
+    assert cli.main([*argv, "--inception-weights", str(tmp_path / "nope.pth")]) == 2
     with pytest.raises(ConfigError):
         realism.resolve(tmp_path / "nope.pth")
     assert refused_connections == []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app import evaluate
+from app.eval.schema import CSV_COLUMNS, Row, read_rows, write_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,18 +21,18 @@ def refresh():
 
 
 def _row(image, codec, rate, bpp, psnr, lpips):
-    row = dict.fromkeys(evaluate.CSV_COLUMNS, "0")
+    row = dict.fromkeys(CSV_COLUMNS, "0")
     row.update(image=image, codec=codec, rate=rate, bpp=str(bpp), psnr=str(psnr), lpips=str(lpips))
-    return row
+    return Row.from_cells(row)
 
 
 def test_seed_keeps_only_classical_rows_and_never_overwrites(tmp_path, refresh):
     src = tmp_path / "old.csv"
-    evaluate.write_rows(src, [_row("a.png", "jpeg", "50", 1, 30, 0.2), _row("a.png", "taco", "0.01", 1, 30, 0.2),
+    write_rows(src, [_row("a.png", "jpeg", "50", 1, 30, 0.2), _row("a.png", "taco", "0.01", 1, 30, 0.2),
                               _row("a.png", "avif", "40", 1, 30, 0.2)])
     out = tmp_path / "out"
     assert refresh.seed(out, src, refresh.CLASSICAL) == 2
-    assert [r["codec"] for r in evaluate.read_rows(out / "results.csv")] == ["jpeg", "avif"]
+    assert [r.codec for r in read_rows(out / "results.csv")] == ["jpeg", "avif"]
     assert refresh.seed(out, src, refresh.CLASSICAL) == 0  # an existing run is left alone
 
 
@@ -42,7 +42,7 @@ def test_caption_table_deltas(tmp_path, refresh):
     for mode, (bpp, psnr, lp) in values.items():
         d = tmp_path / mode
         d.mkdir()
-        evaluate.write_rows(d / "results.csv", [_row(f"{i}.png", "taco", "0.01", bpp, psnr, lp) for i in range(3)]
+        write_rows(d / "results.csv", [_row(f"{i}.png", "taco", "0.01", bpp, psnr, lp) for i in range(3)]
                             + [_row("0.png", "jpeg", "50", 9, 9, 9)]
                             + ([_row("9.png", "taco", "0.01", 5, 50, 0.9)] if mode == "given" else []))
         dirs[mode] = d

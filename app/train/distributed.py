@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from app.errors import ConfigError
-from app.eval_dist import DistInfo, env_info
+from app.eval.distributed import DistInfo, env_info
 
 #: Process-group facts for this process (world 1 without torchrun): the same record as eval's.
 Dist = DistInfo

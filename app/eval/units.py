@@ -2,7 +2,7 @@
 
 A unit is one results.csv row: (image, codec, rate), and under ``--caption-mode each`` one
 caption of it. `EvalPlan.units` lists them in a fixed order (image-major), which is the order
-rows are written in and what `app.eval_dist.shard` splits between ranks. Each rank appends its
+rows are written in and what `app.eval.distributed.shard` splits between ranks. Each rank appends its
 rows to its own shard file as they are measured; `fold_shards` merges shard files into
 results.csv (at the end of a sharded run, and at the start of any run, so a killed run loses
 only the rows in flight).
@@ -10,7 +10,7 @@ only the rows in flight).
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,19 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from app import eval_captions
 from app.errors import ConfigError
-from app.eval_captions import INDEXED_MODES
-from app.evaluate import (
-    CAPTION_COLUMN,
-    EvalCodec,
+from app.eval import captions as eval_captions
+from app.eval.captions import INDEXED_MODES
+from app.eval.io import list_images, load_rgb
+from app.eval.measure import EvalCodec, get_codec, measure_decoded
+from app.eval.rates import default_rates
+from app.eval.schema import (
+    Row,
+    RowAppender,
     csv_columns,
-    default_rates,
     format_rate,
-    get_codec,
-    list_images,
-    load_rgb,
-    measure_decoded,
     read_rows,
     row_key,
     write_rows,
@@ -60,7 +58,7 @@ class EvalPlan:
     names: list[str]
     codecs: dict[str, EvalCodec]
     rates: dict[str, list[float]]
-    #: file name -> candidate captions under ``caption_mode`` (`eval_captions.policy_captions`)
+    #: file name -> candidate captions under ``caption_mode`` (`app.eval.captions.policy_captions`)
     captions: dict[str, list[str]]
     caption_mode: str = "given"
     #: the column ``best-of`` minimises
@@ -115,12 +113,12 @@ def make_plan(images: Path, codecs: Sequence[str], rates: Mapping[str, Sequence[
 
 
 #: Called for every measured row before it is written: (unit, row, original, decoded).
-RowHook = Callable[[Unit, dict[str, str], np.ndarray, np.ndarray], None]
+RowHook = Callable[[Unit, Row, np.ndarray, np.ndarray], None]
 
 
 def measure_unit(plan: EvalPlan, unit: Unit, pixels: np.ndarray,
-                 lpips_fn: Callable[..., float] | None = None) -> tuple[dict[str, str], np.ndarray]:
-    """The CSV row of one unit and its decoded image, under the plan's caption policy.
+                 lpips_fn: Callable[..., float] | None = None) -> tuple[Row, np.ndarray]:
+    """The row of one unit and its decoded image, under the plan's caption policy.
 
     ``best-of`` encodes with every caption and keeps the row with the lowest ``select_by``
     (classical codecs ignore captions: they are encoded once, with caption 0).
@@ -135,30 +133,18 @@ def measure_unit(plan: EvalPlan, unit: Unit, pixels: np.ndarray,
         indices = list(range(len(caps)))
     else:
         indices = [0]
-    tried: list[tuple[dict[str, str], np.ndarray]] = []
+    tried: list[tuple[Row, np.ndarray]] = []
     for i in indices:
         row, decoded = measure_decoded(codec, pixels, caps[i], float(unit.rate), lpips_fn)
-        row = {"image": unit.image, **row, "codec": unit.codec}
-        if plan.caption_mode in INDEXED_MODES:
-            row[CAPTION_COLUMN] = str(i)
+        row = dataclasses.replace(row, image=unit.image, codec=unit.codec,
+                                  caption=i if plan.caption_mode in INDEXED_MODES else None)
         tried.append((row, decoded))
     return tried[eval_captions.pick_best([r for r, _ in tried], plan.select_by)]
 
 
-def _append_writer(path: Path, columns: Sequence[str]):
-    """Open ``path`` for appending rows; the header goes in first when the file is new/empty."""
-    new_file = not path.exists() or path.stat().st_size == 0
-    fh = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 (closed by the caller)
-    writer = csv.DictWriter(fh, fieldnames=list(columns))
-    if new_file:
-        writer.writeheader()
-        fh.flush()
-    return fh, writer
-
-
 def compute_units(plan: EvalPlan, units: Sequence[Unit], path: Path, progress: bool = True,
                   on_row: RowHook | None = None, lpips_fn: Callable[..., float] | None = None
-                  ) -> list[dict[str, str]]:
+                  ) -> list[Row]:
     """Measure ``units`` (grouped by image, each image read once), appending every row to
     ``path`` as soon as it is measured (a killed run keeps what it finished); returns the rows."""
     from tqdm import tqdm
@@ -166,9 +152,8 @@ def compute_units(plan: EvalPlan, units: Sequence[Unit], path: Path, progress: b
     by_image: dict[str, list[Unit]] = {}
     for u in units:
         by_image.setdefault(u.image, []).append(u)
-    rows: list[dict[str, str]] = []
-    fh, writer = _append_writer(path, plan.columns)
-    try:
+    rows: list[Row] = []
+    with RowAppender(path, plan.columns) as appender:
         bar = tqdm(total=len(units), disable=not progress, file=sys.stderr, unit="enc")
         for f in plan.files:
             jobs = by_image.get(f.name)
@@ -180,13 +165,10 @@ def compute_units(plan: EvalPlan, units: Sequence[Unit], path: Path, progress: b
                 row, decoded = measure_unit(plan, u, pixels, lpips_fn)
                 if on_row is not None:
                     on_row(u, row, pixels, decoded)
-                writer.writerow(row)
-                fh.flush()
+                appender.append(row)
                 rows.append(row)
                 bar.update(1)
         bar.close()
-    finally:
-        fh.close()
     return rows
 
 
@@ -203,7 +185,7 @@ def shard_files(out_dir: Path) -> list[Path]:
     return sorted(folder.glob("rank*.csv")) if folder.is_dir() else []
 
 
-def _dedupe(rows: Iterable[dict[str, str]], caption_mode: str) -> list[dict[str, str]]:
+def _dedupe(rows: Iterable[Row], caption_mode: str) -> list[Row]:
     seen: set[tuple[str, ...]] = set()
     out = []
     for r in rows:
@@ -215,8 +197,8 @@ def _dedupe(rows: Iterable[dict[str, str]], caption_mode: str) -> list[dict[str,
 
 
 def fold_shards(out_dir: Path, columns: Sequence[str], caption_mode: str,
-                 keep: Callable[[dict[str, str]], bool] = lambda r: True,
-                 order: Mapping[tuple[str, ...], int] | None = None) -> tuple[list[dict[str, str]], int]:
+                keep: Callable[[Row], bool] = lambda r: True,
+                order: Mapping[tuple[str, ...], int] | None = None) -> tuple[list[Row], int]:
     """Merge results.csv and every shard file into results.csv, then delete the shards.
 
     Each key is kept once (results.csv wins over shards); rows failing ``keep`` are dropped. When

@@ -26,8 +26,12 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.errors import ConfigError
+
+if TYPE_CHECKING:
+    from app.eval.schema import Row
 
 CAPTION_MODES: tuple[str, ...] = ("given", "each", "best-of", "empty", "other")
 #: Policies whose rows carry the index of the caption used (results.csv column ``caption``).
@@ -88,16 +92,15 @@ def policy_captions(mode: str, files: Sequence[Path],
     return {f.name: list(c) for f, c in zip(files, own, strict=True)}
 
 
-def score(row: Mapping[str, str], column: str) -> float:
-    """The selection score of a row: its ``column`` value, +∞ when empty or not a number."""
-    try:
-        value = float(row.get(column, ""))
-    except ValueError:
+def score(row: Row, column: str) -> float:
+    """The selection score of a row: its ``column`` value, +∞ when missing or not finite."""
+    value = getattr(row, column)
+    if value is None:
         return math.inf
-    return value if math.isfinite(value) else math.inf
+    return float(value) if math.isfinite(value) else math.inf
 
 
-def pick_best(rows: Sequence[Mapping[str, str]], column: str = "lpips") -> int:
+def pick_best(rows: Sequence[Row], column: str = "lpips") -> int:
     """Index of the row with the lowest ``column`` (the first one on ties).
 
     The running best starts at +∞, so the first finite score is always taken: the released

@@ -18,13 +18,9 @@ from datetime import timedelta
 from typing import TypeVar
 
 from app.errors import ConfigError
+from app.settings import get_settings
 
 T = TypeVar("T")
-
-#: How long a rank waits at a barrier for the others (a full COCO-30k shard can take hours,
-#: so the collective timeout must outlast the slowest shard). ``TACO_EVAL_DIST_TIMEOUT_S``
-#: overrides it.
-DEFAULT_TIMEOUT_S = 48 * 3600
 
 
 @dataclass(frozen=True)
@@ -78,7 +74,8 @@ def init(device: str = "cpu") -> DistInfo:
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        timeout = float(os.environ.get("TACO_EVAL_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S))
+        # how long a rank waits at a barrier for the others (``TACO_EVAL_DIST_TIMEOUT_S``)
+        timeout = get_settings().eval_dist_timeout_s
         dist.init_process_group(backend="nccl" if device == "cuda" else "gloo",
                                 timeout=timedelta(seconds=timeout))
     return DistInfo(dist.get_rank(), dist.get_world_size(), info.local_rank)
