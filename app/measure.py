@@ -172,7 +172,11 @@ def measure(codec: Codec, image: ImageLike, caption: str = "", rate: float | Non
     """Encode, decode and score one codec on one image (see the module docstring)."""
     from app.images import to_rgb_array
 
-    arr = np.ascontiguousarray(to_rgb_array(image))
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 \
+            and image.shape[2] == 3:
+        arr = np.ascontiguousarray(image)
+    else:
+        arr = np.ascontiguousarray(to_rgb_array(image))
     coded = code(codec, arr, caption, rate, target_bpp)
     h, w = arr.shape[:2]
     return Measurement(coded, score(arr, coded, codec, metrics), h, w)

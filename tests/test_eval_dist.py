@@ -7,12 +7,12 @@ import json
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fakes import JpegLearned
 from PIL import Image
 
 from app.errors import ConfigError
@@ -123,26 +123,16 @@ def test_policy_captions():
 # --------------------------------------------------------------------------- best-of
 
 
-class _CaptionQualityCodec:
+class _CaptionQualityCodec(JpegLearned):
     """JPEG whose quality is chosen by the caption: a case with a known best caption."""
 
-    name = "fake"
-    rate_range = None
-    rate_ladder = [1.0]
     QUALITY = {"blurry words": 5, "the right words": 95, "middling words": 40}
 
     def __init__(self) -> None:
-        from app.codecs.classical import get_classical_codec
+        super().__init__([1.0])
 
-        self.inner = get_classical_codec("jpeg")
-        self.captions: list[str] = []
-
-    def compress(self, image, caption="", lmbda=None, target_bpp=None):
-        self.captions.append(caption)
-        return self.inner.compress(image, lmbda=self.QUALITY.get(caption, 20))
-
-    def decompress(self, data):
-        return self.inner.decompress(data)
+    def quality_for(self, caption: str, lmbda: float | None) -> float | None:
+        return self.QUALITY.get(caption, 20)
 
 
 @pytest.fixture()
@@ -153,9 +143,7 @@ def fake_codec(monkeypatch):
 
     monkeypatch.setattr(app.metrics, "ms_ssim", lambda a, b: float(np.mean(a == b)))
     fake = _CaptionQualityCodec()
-    module = types.ModuleType("app.codecs")
-    module.load_codec = lambda name, checkpoint=None, device="cpu": fake  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "app.codecs", module)
+    monkeypatch.setattr(app.codecs, "load_codec", lambda name, checkpoint=None, device="cpu": fake)
     return fake
 
 

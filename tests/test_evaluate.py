@@ -5,18 +5,18 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import JpegLearned
 from PIL import Image
 from scipy import integrate, interpolate
 
+import app.codecs
 from app import bench
-from app.errors import ConfigError, MissingModelError, TacoError
-from app.eval import bdrate, cli, measure, rates, report, runner, schema
+from app.errors import ConfigError, TacoError
+from app.eval import bdrate, cli, rates, report, runner, schema
 from app.eval import io as eval_io
 
 # --------------------------------------------------------------------------- BD-rate
@@ -279,25 +279,8 @@ def test_eval_errors(tmp_path, eval_run, capsys):
         runner.run_eval(images, ["jpeg"], bad, {"jpeg": [50]}, progress=False)
 
 
-class _FakeLearned:
-    """A learned-codec stand-in: JPEG bytes, a λ ladder, and the float-output hook."""
-
-    name = "fake"
-    rate_range = None
-    rate_ladder = [10.0, 40.0, 90.0]
-
-    def __init__(self) -> None:
-        from app.codecs.classical import get_classical_codec
-
-        self.inner = get_classical_codec("jpeg")
-        self.captions: list[str] = []
-
-    def compress(self, image, caption="", lmbda=None, target_bpp=None):
-        self.captions.append(caption)
-        return self.inner.compress(image, lmbda=lmbda)
-
-    def decompress(self, data):
-        return self.inner.decompress(data)
+class _FakeLearned(JpegLearned):
+    """A learned-codec stand-in: JPEG bytes, a λ ladder, and a float output that is flat grey."""
 
     def decompress_float(self, data):
         return np.full((*np.asarray(self.inner.decompress(data)).shape[:2], 3), 0.5)  # grey: low PSNR
@@ -306,21 +289,13 @@ class _FakeLearned:
 def test_learned_codec_is_loaded_lazily_with_defaults(tmp_path, eval_run, monkeypatch):
     images, _, _ = eval_run
     fake = _FakeLearned()
-    module = types.ModuleType("app.codecs")
-    module.load_codec = lambda name, checkpoint=None, device="cpu": fake  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "app.codecs", module)
+    monkeypatch.setattr(app.codecs, "load_codec", lambda name, checkpoint=None, device="cpu": fake)
     res = runner.run_eval(images, ["fake", "jpeg"], tmp_path, {"jpeg": [20, 60]},
                             captions=None, anchor="jpeg", limit=1, progress=False)
     assert [p["rate"] for p in res.summary["fake"]] == ["10", "40", "90"]  # from rate_ladder
     point = res.summary["fake"][0]
     assert point["psnr_float"] < point["psnr"] - 3  # the hook's output is what psnr_float measures
     assert fake.captions == ["", "", ""]
-
-
-def test_missing_learned_module_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "app.codecs", None)  # import fails
-    with pytest.raises(MissingModelError, match="app.codecs"):
-        measure.get_codec("taco")
 
 
 def test_eval_help_lists_default_rates(capsys):
@@ -381,9 +356,7 @@ def test_caption_modes_measure_the_caption_effect(tmp_path, eval_run, monkeypatc
     images, _, _ = eval_run
     fake = _FakeLearned()
     fake.rate_ladder = [10.0]
-    module = types.ModuleType("app.codecs")
-    module.load_codec = lambda name, checkpoint=None, device="cpu": fake  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "app.codecs", module)
+    monkeypatch.setattr(app.codecs, "load_codec", lambda name, checkpoint=None, device="cpu": fake)
     caps = tmp_path / "caps.json"
     caps.write_text(json.dumps({"a_small.png": "a caption", "b_large.png": ["b caption", "x"]}))
     res = runner.run_eval(images, ["fake"], tmp_path / mode, captions=caps, progress=False,
@@ -397,10 +370,8 @@ def test_rerun_after_new_weights_measures_that_codec_again(tmp_path, eval_run, m
     images, _, _ = eval_run
     fake = _FakeLearned()
     fake.rate_ladder = [40.0]
-    fake.fingerprint = lambda lmbda=None: b"\x01" * 8  # type: ignore[attr-defined]
-    module = types.ModuleType("app.codecs")
-    module.load_codec = lambda name, checkpoint=None, device="cpu": fake  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "app.codecs", module)
+    fake.weights = b"\x01" * 8
+    monkeypatch.setattr(app.codecs, "load_codec", lambda name, checkpoint=None, device="cpu": fake)
     out = tmp_path / "out"
     run = dict(rates={"jpeg": [60]}, progress=False)
     first = runner.run_eval(images, ["fake", "jpeg"], out, **run)

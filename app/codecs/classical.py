@@ -41,13 +41,15 @@ from PIL import Image, UnidentifiedImageError
 
 from app.codecs.protocol import Capabilities, Encoded, RateControl
 from app.errors import BitstreamError, ConfigError, ImageInputError, MissingModelError
+from app.images import ImageLike
 
 #: Names accepted by `get_classical_codec`.
 CLASSICAL_CODECS: tuple[str, ...] = ("jpeg", "webp", "avif")
 
 
-def as_pil_rgb(image: Image.Image | np.ndarray) -> Image.Image:
-    """The codec input as an RGB PIL image (PIL image of any mode, or HxWx3 uint8 array)."""
+def as_pil_rgb(image: ImageLike) -> Image.Image:
+    """The codec input as an RGB PIL image: a PIL image of any mode, an HxWx3 uint8 array, or a
+    file (path or bytes) read as the learned codecs read it (`app.images.to_rgb_array`)."""
     if isinstance(image, Image.Image):
         if image.width == 0 or image.height == 0:
             raise ImageInputError("empty image")
@@ -58,7 +60,9 @@ def as_pil_rgb(image: Image.Image | np.ndarray) -> Image.Image:
         if image.shape[0] == 0 or image.shape[1] == 0:
             raise ImageInputError("empty image")
         return Image.fromarray(np.ascontiguousarray(image), mode="RGB")
-    raise ImageInputError(f"expected a PIL image or numpy array, got {type(image).__name__}")
+    from app.images import to_rgb_array
+
+    return Image.fromarray(to_rgb_array(image), mode="RGB")
 
 
 class PillowCodec:
@@ -106,14 +110,14 @@ class PillowCodec:
             raise ConfigError(f"{self.name}: quality must be between 1 and {self.max_quality}, got {lmbda}")
         return int(round(q))
 
-    def encode_quality(self, image: Image.Image | np.ndarray, quality: int) -> bytes:
+    def encode_quality(self, image: ImageLike, quality: int) -> bytes:
         """Encode at an integer quality 1–100."""
         pil = as_pil_rgb(image)
         buf = io.BytesIO()
         pil.save(buf, format=self.pil_format, quality=int(quality), **self._save_options())
         return buf.getvalue()
 
-    def compress_to_bpp(self, image: Image.Image | np.ndarray, target_bpp: float) -> tuple[bytes, int]:
+    def compress_to_bpp(self, image: ImageLike, target_bpp: float) -> tuple[bytes, int]:
         """Encode at the quality whose real bpp is closest to ``target_bpp`` (see module doc).
 
         Returns ``(data, quality)``.
@@ -148,7 +152,7 @@ class PillowCodec:
 
     def compress(
         self,
-        image: Image.Image | np.ndarray,
+        image: ImageLike,
         caption: str = "",
         lmbda: float | None = None,
         target_bpp: float | None = None,
@@ -161,7 +165,7 @@ class PillowCodec:
 
     def encode(
         self,
-        image: Image.Image | np.ndarray,
+        image: ImageLike,
         caption: str = "",
         lmbda: float | None = None,
         target_bpp: float | None = None,

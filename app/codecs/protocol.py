@@ -115,9 +115,18 @@ class Encoded:
 class Codec(Protocol):
     """What every codec in the project offers."""
 
-    name: str
-    description: str
-    capabilities: Capabilities
+    @property
+    def name(self) -> str:
+        """"taco", "elic", "jpeg", … (what `load_codec` takes and `.taco` headers name)."""
+        ...
+
+    @property
+    def description(self) -> str:
+        """One line for people: model, weights, provenance."""
+        ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
 
     @property
     def rate_range(self) -> tuple[float, float] | None: ...

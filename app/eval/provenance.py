@@ -12,31 +12,27 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from app.codecs.protocol import Codec
 from app.errors import ConfigError, TacoError
-from app.eval.measure import EvalCodec
 
 PROVENANCE_FILE = "provenance.json"
 
 
-def codec_identity(codec: EvalCodec, rate: float) -> str:
+def codec_identity(codec: Codec, rate: float) -> str:
     """What produces a (codec, rate) row: ``weights:<fingerprint>`` for a learned codec (the
     16-hex-digit weights fingerprint its bitstreams carry), ``pillow:<version>`` for a Pillow
-    codec, else the codec's class name."""
-    fingerprint = getattr(codec, "fingerprint", None)
-    if callable(fingerprint):
+    codec."""
+    if codec.capabilities.learned:
         try:
-            value = fingerprint(rate)
+            value = codec.fingerprint(rate)
         except TacoError:
             value = None
-        if isinstance(value, bytes):
+        if value is not None:
             return "weights:" + value.hex()
-    from app.codecs.classical import is_classical
+        return f"class:{type(codec).__name__}"
+    import PIL
 
-    if is_classical(getattr(codec, "name", "")):
-        import PIL
-
-        return f"pillow:{PIL.__version__}"
-    return f"class:{type(codec).__name__}"
+    return f"pillow:{PIL.__version__}"
 
 
 def read_provenance(path: Path) -> dict[str, Any]:

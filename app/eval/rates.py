@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from app.codecs.protocol import Codec
 from app.errors import ConfigError
-from app.eval.measure import EvalCodec
 
 #: Default qualities for the classical codecs: about 0.1–1.5 bpp on Kodak (JPEG cannot go below
 #: ≈ 0.2 bpp). JPEG keeps quality 50, the sanity anchor.
@@ -51,7 +51,7 @@ def parse_rates(specs: Sequence[str] | None, codecs: Sequence[str]) -> dict[str,
     return result
 
 
-def default_rates(name: str, codec: EvalCodec) -> list[float]:
+def default_rates(name: str, codec: Codec) -> list[float]:
     """The default rate set of a codec (see ``--help``)."""
     if name in DEFAULT_CLASSICAL_RATES:
         return list(DEFAULT_CLASSICAL_RATES[name])

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from app.codecs.protocol import Codec
 from app.errors import ConfigError
 from app.eval import captions as eval_captions
 from app.eval.captions import INDEXED_MODES
 from app.eval.io import list_images, load_rgb
-from app.eval.measure import EvalCodec, get_codec, measure_decoded
+from app.eval.measure import get_codec, measure_decoded
 from app.eval.rates import default_rates
 from app.eval.schema import (
     Row,
@@ -56,7 +57,7 @@ class EvalPlan:
 
     files: list[Path]
     names: list[str]
-    codecs: dict[str, EvalCodec]
+    codecs: dict[str, Codec]
     rates: dict[str, list[float]]
     #: file name -> candidate captions under ``caption_mode`` (`app.eval.captions.policy_captions`)
     captions: dict[str, list[str]]
