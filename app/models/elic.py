@@ -11,48 +11,46 @@ N192/M320 model and the small CPU-trainable variants. With ``variable_rate`` the
 ``gain`` / ``inv_gain`` tables of shape (L, M) (see :mod:`app.models.gain`); official configs have
 no such keys.
 
-Coding (batch of any size, one y stream and one z stream per image): per slice 0..K-1, the anchor
-half then the non-anchor half, each squeezed to (C, H, W/2) and flattened in C order, all into one
-rANS stream (CompressAI's ``BufferedRansEncoder`` / ``RansDecoder``); z is coded per channel as
-``EntropyBottleneck.compress`` does. No per-symbol Python loops. Two coding paths share that
-layout and differ only in the arithmetic of the entropy parameters: ``"portable"`` (default; exact,
-:mod:`app.models.exact`, identical on every machine) and ``"float"`` (the official float32
-arithmetic, which reproduces the official bitstreams on the CPU class that made them).
+Real entropy coding (both coding paths) is :class:`app.models.coding.RealCoding`, which ELIC
+inherits; the transforms are in :mod:`app.models.transforms`.
 """
 
 from __future__ import annotations
 
-import threading
-import zlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from typing import Any
 
 import torch
-from compressai.ans import BufferedRansEncoder, RansDecoder, RansEncoder
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.layers import AttentionBlock
-from compressai.models import CompressionModel
 from torch import Tensor, nn
 
-from app.errors import BitstreamError, ConfigError
-from app.models.adapter import Extractor, Injector
+from app.errors import ConfigError
+from app.models.coding import (
+    CODING_THREADS,
+    CODINGS,
+    FLOAT,
+    PORTABLE,
+    RealCoding,
+    coding_threads,
+    symbols_crc,
+)
 from app.models.config import validate_config
-from app.models.exact import ExactEntropyModel
 from app.models.gain import initial_gains, interpolate_gain
 from app.models.layers import (
     ANCHOR,
-    NONANCHOR,
     ChannelContext,
     EntropyParameters,
     ResidualBottleneck,
     checkerboard_mask,
     conv,
-    deconv,
-    squeeze_half,
-    unsqueeze_half,
 )
-from app.models.tables import CodingTables, float_tables, portable_tables
+from app.models.transforms import (
+    AnalysisTransform,
+    HyperAnalysis,
+    HyperSynthesis,
+    SynthesisTransform,
+)
 
 __all__ = [
     "CODINGS",
@@ -66,121 +64,6 @@ __all__ = [
     "symbols_crc",
 ]
 
-#: Coding paths: exact integer entropy model (default) / official float32 arithmetic.
-PORTABLE = "portable"
-FLOAT = "float"
-CODINGS = (PORTABLE, FLOAT)
-
-#: Intra-op threads of the *float* coding path for every computation the decoder must reproduce
-#: (h_s, the context models and the parameter aggregation). oneDNN's conv results depend on the
-#: thread count (measured: 1 and 16 threads differ by ULPs from 2..8, enough to flip a scale
-#: index), so that path pins one count; it still differs between instruction sets, which is why
-#: the portable path exists. 2 reproduces the official fixture on its recording CPU.
-CODING_THREADS = 2
-_THREAD_LOCK = threading.RLock()
-
-
-@contextmanager
-def coding_threads(count: int | None = None) -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(count or CODING_THREADS)``, then restore.
-
-    The thread count is process-wide, so a lock keeps two coding blocks (e.g. UI requests in
-    different threads) from changing it under each other. Changing ``CODING_THREADS`` changes
-    the numerics: a stream must be decoded with the value it was encoded with.
-    """
-    count = count or CODING_THREADS
-    with _THREAD_LOCK:
-        before = torch.get_num_threads()
-        if before != count:
-            torch.set_num_threads(count)
-        try:
-            yield
-        finally:
-            if before != count:
-                torch.set_num_threads(before)
-
-
-class AnalysisTransform(nn.Module):
-    """``g_a``: a Sequential ``analysis_transform`` that routes text to adapter blocks, if any.
-
-    Injectors get the current text; an Extractor replaces the current text by its output, so with
-    TACO's order (Injector, …, Extractor, Injector) the first Injector sees the original text and
-    the second the updated one.
-    """
-
-    def __init__(self, layers: Sequence[nn.Module]) -> None:
-        super().__init__()
-        self.analysis_transform = nn.Sequential(*layers)
-
-    def forward(
-        self, x: Tensor, text: Tensor | None = None, text_mask: Tensor | None = None
-    ) -> Tensor:
-        current = text
-        for layer in self.analysis_transform:
-            if isinstance(layer, Extractor):
-                current = layer(x, current, text_mask)
-            elif isinstance(layer, Injector):
-                x = layer(x, current, text_mask)
-            else:
-                x = layer(x)
-        return x
-
-
-class SynthesisTransform(nn.Module):
-    """``g_s``: AttnBlock(M), deconv, 3 RB, deconv, AttnBlock(N), 3 RB, deconv, 3 RB, deconv N→3."""
-
-    def __init__(self, n: int, m: int) -> None:
-        super().__init__()
-        self.synthesis_transform = nn.Sequential(
-            AttentionBlock(m),
-            deconv(m, n),
-            *[ResidualBottleneck(n) for _ in range(3)],
-            deconv(n, n),
-            AttentionBlock(n),
-            *[ResidualBottleneck(n) for _ in range(3)],
-            deconv(n, n),
-            *[ResidualBottleneck(n) for _ in range(3)],
-            deconv(n, 3),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.synthesis_transform(x)
-
-
-class HyperAnalysis(nn.Module):
-    """``h_a.reduction``: conv3×3 s1 M→N, ReLU, conv5×5 s2, ReLU, conv5×5 s2."""
-
-    def __init__(self, n: int, m: int) -> None:
-        super().__init__()
-        self.reduction = nn.Sequential(
-            conv(m, n, 3, 1),
-            nn.ReLU(inplace=True),
-            conv(n, n, 5, 2),
-            nn.ReLU(inplace=True),
-            conv(n, n, 5, 2),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.reduction(x)
-
-
-class HyperSynthesis(nn.Module):
-    """``h_s.increase``: deconv5×5 s2 N→M, ReLU, deconv5×5 s2 M→3M/2, ReLU, deconv3×3 s1 → hyper_out."""
-
-    def __init__(self, n: int, m: int, out: int) -> None:
-        super().__init__()
-        mid = m * 3 // 2
-        self.increase = nn.Sequential(
-            deconv(n, m, 5, 2),
-            nn.ReLU(inplace=True),
-            deconv(m, mid, 5, 2),
-            nn.ReLU(inplace=True),
-            deconv(mid, out, 3, 1),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.increase(x)
-
 
 def _ste_round(x: Tensor) -> Tensor:
     """Rounding with a straight-through gradient (value identical to ``torch.round``)."""
@@ -189,7 +72,7 @@ def _ste_round(x: Tensor) -> Tensor:
     return torch.round(x)
 
 
-class ELIC(CompressionModel):
+class ELIC(RealCoding):
     """ELIC (He et al. 2022) in the official TACO layout; also the base class of :class:`TACO`.
 
     Args:
@@ -438,244 +321,3 @@ class ELIC(CompressionModel):
         """``y`` of :meth:`analysis` times the gain of ``lmbda``: what :meth:`compress` codes."""
         gains = self._gains(lmbda, y.shape[0])
         return y * gains[0] if gains is not None else y
-
-    # ------------------------------------------------------------------ real coding
-    def update(self, scale_table: Tensor | None = None, force: bool = False,
-               update_quantiles: bool = False) -> bool:
-        """CompressAI's table update; also drops the cached portable coder (weights may differ)."""
-        self._coders: dict[str, tuple[Any, CodingTables]] = {}
-        return super().update(scale_table=scale_table, force=force,
-                              update_quantiles=update_quantiles)
-
-    def coder(self, coding: str = PORTABLE) -> tuple[Any, CodingTables]:
-        """``(entropy parameter model, tables)`` of a coding path, built once per ``update()``.
-
-        ``"portable"``: :class:`~app.models.exact.ExactEntropyModel` and float64-derived tables —
-        the same numbers on every machine. ``"float"``: the float32 modules and CompressAI's
-        tables, as the official code computes them (reproduces its bitstreams on the CPU class
-        they were made on; elsewhere a stream may not decode, which the file's checks detect).
-        """
-        if coding not in CODINGS:
-            raise ValueError(f"coding must be one of {CODINGS}, got {coding!r}")
-        cache: dict[str, tuple[Any, CodingTables]] = self.__dict__.setdefault("_coders", {})
-        device = next(self.parameters()).device
-        if coding in cache and getattr(cache[coding][0], "device", device) != device:
-            del cache[coding]  # the model moved since the coder was built
-        if coding not in cache:
-            gc, eb = self.gaussian_conditional, self.entropy_bottleneck
-            if gc.quantized_cdf.numel() == 0 or eb.quantized_cdf.numel() == 0:
-                raise RuntimeError(
-                    "entropy coder tables are empty: call model.update(force=True) first"
-                )
-            if coding == PORTABLE:
-                cache[coding] = (ExactEntropyModel(self), portable_tables(gc, eb))
-            else:
-                cache[coding] = (_FloatEntropyModel(self), float_tables(gc, eb))
-        return cache[coding]
-
-    def _cdf_tables(self) -> tuple[list[list[int]], list[int], list[int]]:
-        tables = self.coder(FLOAT)[1]
-        return tables.y_cdf, tables.y_lengths, tables.y_offsets
-
-    @staticmethod
-    def _build_indexes(scales: Tensor, tables: CodingTables) -> Tensor:
-        """Same result as ``GaussianConditional.build_indexes`` (count of table entries below the
-        bounded scale, capped at L-1), in one ``bucketize`` instead of a pass per table entry."""
-        bounded = torch.clamp_min(scales, tables.scale_bound).contiguous()
-        table = tables.scale_table[:-1].to(scales.device, scales.dtype).contiguous()
-        return torch.bucketize(bounded, table).to(torch.int32)
-
-    def _coding_path(self, z_hat: Tensor, code_half: Any, coding: str) -> Tensor:
-        """h_s and the slice loop shared by compress and decompress.
-
-        ``code_half(i, scales, means, parity)`` codes (or decodes) one checkerboard half of slice
-        ``i`` and returns its ŷ with zeros at the other half. Returns ŷ (B, M, H, W). The float
-        path pins the coding threads (its results depend on them); the portable one needs not.
-        """
-        params, _ = self.coder(coding)
-        with params.context():
-            hyper = params.hyper(z_hat)
-            y_hat_slices: list[Tensor] = []
-            for i in range(len(self.slices)):
-                ctx = params.channel_ctx(i, y_hat_slices)
-                scales_a, means_a = params.anchor(i, ctx, hyper)
-                anchor_hat = code_half(i, scales_a, means_a, ANCHOR)
-                local = params.local(i, anchor_hat)
-                scales_n, means_n = params.nonanchor(i, local, ctx, hyper)
-                y_hat_slices.append(anchor_hat + code_half(i, scales_n, means_n, NONANCHOR))
-        return torch.cat(y_hat_slices, dim=1)
-
-    @staticmethod
-    def _z_indexes(shape: Sequence[int]) -> list[int]:
-        c, h, w = (int(v) for v in shape)
-        return torch.arange(c, dtype=torch.int32).repeat_interleave(h * w).tolist()
-
-    @torch.no_grad()
-    def compress(
-        self,
-        x: Tensor,
-        text: Tensor | None = None,
-        lmbda: float | Tensor | None = None,
-        text_mask: Tensor | None = None,
-        coding: str = PORTABLE,
-    ) -> dict[str, Any]:
-        """Encode ``x`` (B, 3, H, W) into ``{"strings": [[y_bytes…], [z_bytes…]], "shape": (zh, zw)}``.
-
-        Per slice, the anchor half then the non-anchor half, squeezed to (C, H, W/2) and flattened
-        in C order, all into one rANS stream per image; z as CompressAI's ``EntropyBottleneck``
-        codes it. Also returns ``"symbols_crc"`` (per image, CRC-32 of the y then z symbols as
-        little-endian int32 in coding order) and ``"tables_crc"`` (:attr:`CodingTables.crc`), which
-        a decoder compares with its own to detect arithmetic it does not reproduce.
-        """
-        y, _ = self._encode_latent(x, text, lmbda, text_mask)
-        return self.compress_latent(y, coding)
-
-    @torch.no_grad()
-    def compress_latent(self, y: Tensor, coding: str = PORTABLE) -> dict[str, Any]:
-        """:meth:`compress` from the gain-scaled latent ``y`` (:meth:`scale_latent`)."""
-        _, tables = self.coder(coding)
-        z = self.h_a(y)
-        medians = tables.z_medians.to(z.device).view(1, -1, 1, 1)
-        z_sym = torch.round(z - medians)
-        z_hat = (z_sym + medians).contiguous()
-        batch = y.shape[0]
-        z_indexes = self._z_indexes(z.shape[1:])
-        z_symbols = [z_sym[b].reshape(-1).to(torch.int32) for b in range(batch)]
-        z_strings = []
-        for b in range(batch):
-            encoder = RansEncoder()
-            z_strings.append(encoder.encode_with_indexes(
-                z_symbols[b].tolist(), z_indexes, tables.z_cdf, tables.z_lengths, tables.z_offsets
-            ))
-
-        y_slices = y.split(self.slices, dim=1)
-        symbols: list[list[Tensor]] = [[] for _ in range(batch)]
-        indexes: list[list[Tensor]] = [[] for _ in range(batch)]
-
-        def code_half(i: int, scales: Tensor, means: Tensor, parity: int) -> Tensor:
-            means_sq = squeeze_half(means, parity)
-            q = torch.round(squeeze_half(y_slices[i], parity) - means_sq)
-            idx = self._build_indexes(squeeze_half(scales, parity), tables)
-            for b in range(batch):
-                symbols[b].append(q[b].reshape(-1).to(torch.int32))
-                indexes[b].append(idx[b].reshape(-1))
-            return unsqueeze_half(q + means_sq, parity)
-
-        self._coding_path(z_hat, code_half, coding)
-
-        y_strings: list[bytes] = []
-        crcs: list[int] = []
-        for b in range(batch):
-            y_sym = torch.cat(symbols[b])
-            encoder = BufferedRansEncoder()
-            encoder.encode_with_indexes(
-                y_sym.tolist(), torch.cat(indexes[b]).tolist(),
-                tables.y_cdf, tables.y_lengths, tables.y_offsets,
-            )
-            y_strings.append(encoder.flush())
-            crcs.append(symbols_crc(y_sym, z_symbols[b]))
-        return {
-            "strings": [y_strings, z_strings],
-            "shape": (int(z.shape[-2]), int(z.shape[-1])),
-            "symbols_crc": crcs,
-            "tables_crc": tables.crc,
-        }
-
-    @torch.no_grad()
-    def decompress(
-        self,
-        strings: Sequence[Sequence[bytes]],
-        shape: Sequence[int],
-        lmbda: float | Tensor | None = None,
-        coding: str = PORTABLE,
-    ) -> dict[str, Any]:
-        """Decode ``strings`` / ``shape`` from :meth:`compress` into ``{"x_hat"}`` (no text needed).
-
-        ``lmbda`` must be the λ used at encoding time for variable-rate models (it only sets the
-        inverse gain; the entropy decoding itself does not depend on it), ``coding`` the path it
-        was encoded with. Also returns ``"symbols_crc"`` of the decoded symbols (see
-        :meth:`compress`): a value different from the encoder's means the decoder lost sync.
-        """
-        if len(strings) != 2 or len(strings[0]) != len(strings[1]):
-            raise ValueError("expected strings = [[y_bytes…], [z_bytes…]] of equal lengths")
-        for stream in (*strings[0], *strings[1]):
-            # CompressAI's rANS writes whole 32-bit words and an 8-byte final state; anything else
-            # is corrupt, and its decoder would read past the end of the buffer.
-            if len(stream) < 8 or len(stream) % 4:
-                raise BitstreamError(f"corrupt entropy-coded stream ({len(stream)} bytes)")
-        params, tables = self.coder(coding)
-        device = next(self.parameters()).device
-        zh, zw = (int(s) for s in shape)
-        z_indexes = self._z_indexes((self.N, zh, zw))
-        medians = tables.z_medians.to(device).view(1, -1, 1, 1)
-        z_symbols = []
-        for z_string in strings[1]:
-            decoder = RansDecoder()
-            values = decoder.decode_with_indexes(
-                bytes(z_string), z_indexes, tables.z_cdf, tables.z_lengths, tables.z_offsets
-            )
-            z_symbols.append(torch.tensor(values, dtype=torch.int32))
-        z_hat = torch.stack(z_symbols).reshape(-1, self.N, zh, zw).to(device).float() + medians
-        z_hat = z_hat.contiguous()
-        gains = self._gains(lmbda, z_hat.shape[0])
-
-        decoders: list[RansDecoder] = []
-        for y_string in strings[0]:
-            decoder = RansDecoder()
-            decoder.set_stream(bytes(y_string))
-            decoders.append(decoder)
-        y_symbols: list[list[Tensor]] = [[] for _ in decoders]
-
-        def decode_half(i: int, scales: Tensor, means: Tensor, parity: int) -> Tensor:
-            means_sq = squeeze_half(means, parity)
-            idx = self._build_indexes(squeeze_half(scales, parity), tables)
-            values = []
-            for b, decoder in enumerate(decoders):
-                sym = torch.tensor(
-                    decoder.decode_stream(idx[b].reshape(-1).tolist(), tables.y_cdf,
-                                          tables.y_lengths, tables.y_offsets),
-                    dtype=torch.int32,
-                )
-                y_symbols[b].append(sym)
-                values.append(sym.to(means_sq.dtype))
-            q = torch.stack(values).reshape(means_sq.shape).to(means_sq.device)
-            return unsqueeze_half(q + means_sq, parity)
-
-        try:
-            y_hat = self._coding_path(z_hat, decode_half, coding)
-        except FloatingPointError as exc:
-            raise BitstreamError(f"bitstream cannot be decoded: {exc}") from None
-        crcs = [symbols_crc(torch.cat(ys), zs) for ys, zs in zip(y_symbols, z_symbols, strict=True)]
-        return {"x_hat": self._synthesis(y_hat, gains), "symbols_crc": crcs}
-
-
-class _FloatEntropyModel:
-    """The float32 entropy-parameter path (the official arithmetic), under the coding threads."""
-
-    def __init__(self, model: ELIC) -> None:
-        self.model = model
-
-    def context(self) -> Any:
-        return coding_threads()
-
-    def hyper(self, z_hat: Tensor) -> Tensor:
-        return self.model.h_s(z_hat)
-
-    def channel_ctx(self, index: int, decoded: list[Tensor]) -> Tensor | None:
-        return self.model._channel_ctx(index, decoded)
-
-    def anchor(self, index: int, ctx: Tensor | None, hyper: Tensor) -> tuple[Tensor, Tensor]:
-        return self.model._anchor_params(index, ctx, hyper)
-
-    def local(self, index: int, anchor_hat: Tensor) -> Tensor:
-        return self.model.local_context[index](anchor_hat)
-
-    def nonanchor(self, index: int, local: Tensor, ctx: Tensor | None, hyper: Tensor
-                  ) -> tuple[Tensor, Tensor]:
-        return self.model._nonanchor_params(index, local, ctx, hyper)
-
-
-def symbols_crc(y_symbols: Tensor, z_symbols: Tensor) -> int:
-    """CRC-32 of one image's quantised latents: y then z symbols, little-endian int32."""
-    crc = zlib.crc32(y_symbols.to(torch.int32).cpu().numpy().astype("<i4").tobytes())
-    return zlib.crc32(z_symbols.to(torch.int32).cpu().numpy().astype("<i4").tobytes(), crc)
