@@ -195,7 +195,7 @@ def compare_image(image: np.ndarray) -> np.ndarray:
 
 def compare_call(image: np.ndarray, caption: str) -> Callable[[], Any]:
     """One uncached compare request exactly as the UI's /compare endpoint runs it."""
-    from app.ui.handlers import run_compare
+    from app.ui.compare import run_compare
 
     img = compare_image(image)
     return lambda: run_compare(img, caption, 50.0, use_cache=False)

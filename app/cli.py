@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from app.errors import TacoError
+from app.errors import TacoError, printable
 from app.metrics import bpp
 from app.settings import get_settings, set_settings
 
@@ -22,14 +22,7 @@ EXIT_USER = 2
 EXIT_INTERNAL = 1
 
 
-def one_line(text: object) -> str:
-    """`text` on one printable line: control characters (newline, CR, ESC, bidi overrides, lone
-    surrogates from undecodable file names) are shown escaped.
-
-    Robustness review: messages quote user file names, and a name like ``"a\nb.png"`` or one
-    with an ANSI escape broke the one-line-error promise (or raised UnicodeEncodeError on stdout).
-    """
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
+one_line = printable
 
 
 def _add_compress(sub: argparse._SubParsersAction) -> None:

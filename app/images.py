@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from app.errors import ImageInputError
+from app.errors import ImageInputError, first_line
 
 #: Longest side the demo works on (CPU budget: one 1/2-resolution activation of the full-width
 #: model is about 0.8 GB at 2048², so the long side is capped).
@@ -81,13 +81,8 @@ def _open(obj: str | os.PathLike | bytes) -> Image.Image:
         # Robustness review: on hostile bytes Pillow's decoders raise much more than OSError /
         # SyntaxError / ValueError (fuzzing found IndexError in GIF, TypeError in TIFF,
         # struct.error, ...). Any of them is a bad file for the user, never a crash.
-        raise ImageInputError(f"cannot decode the image (truncated or corrupted?): {_first_line(exc)}") from None
+        raise ImageInputError(f"cannot decode the image (truncated or corrupted?): {first_line(exc)}") from None
     return img
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _to_rgb(img: Image.Image, notices: list[str]) -> Image.Image:
@@ -142,7 +137,7 @@ def _converted(img: Image.Image, notices: list[str]) -> Image.Image:
     except ImageInputError:
         raise
     except Exception as exc:
-        raise ImageInputError(f"cannot convert the image to RGB: {_first_line(exc)}") from None
+        raise ImageInputError(f"cannot convert the image to RGB: {first_line(exc)}") from None
 
 
 def prepare_image(

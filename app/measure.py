@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from app.codecs.protocol import Codec
-from app.errors import TacoError
+from app.errors import TacoError, first_line
 from app.images import ImageLike
 
 LpipsFn = Callable[..., float]
@@ -64,6 +64,8 @@ class Scores:
     ms_ssim_resized: bool = False
     lpips: float | None = None
     lpips_paper: float | None = None
+    #: Metrics that failed under ``Metrics.lenient`` ("LPIPS unavailable: …").
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,9 @@ class Metrics:
     psnr_fn: Callable[[np.ndarray, np.ndarray], float] | None = None
     ms_ssim_fn: Callable[[np.ndarray, np.ndarray], float] | None = None
     lpips_fn: LpipsFn | None = None
+    #: A metric that raises (e.g. LPIPS weights missing) gives None and a note instead of an
+    #: error (the UI); PSNR never fails.
+    lenient: bool = False
 
 
 #: Every metric, with the package's functions.
@@ -153,10 +158,24 @@ def score(image: np.ndarray, coded: Coded, codec: Codec | None = None,
                                                      dtype=np.float64))
         else:  # 8-bit output: the paper's x̂ is the 8-bit image
             p_float = m.psnr_float(image, recon)
-    ms = (metrics.ms_ssim_fn or m.ms_ssim)(image, recon) if metrics.ms_ssim else None
+    notes: list[str] = []
+
+    def guarded(label: str, fn: Callable[[], float]) -> float | None:
+        if not metrics.lenient:
+            return fn()
+        try:
+            return fn()
+        except (TacoError, ValueError, RuntimeError) as exc:
+            notes.append(f"{label} unavailable: {first_line(exc)}")
+            return None
+
+    ms_fn = metrics.ms_ssim_fn or m.ms_ssim
+    ms = guarded("MS-SSIM", lambda: ms_fn(image, recon)) if metrics.ms_ssim else None
     lpips_fn = metrics.lpips_fn or m.lpips
-    lp = lpips_fn(image, recon, convention="standard") if metrics.lpips else None
-    lp_paper = lpips_fn(image, recon, convention="paper") if metrics.lpips_paper else None
+    lp = (guarded("LPIPS", lambda: lpips_fn(image, recon, convention="standard"))
+          if metrics.lpips else None)
+    lp_paper = (guarded("LPIPS", lambda: lpips_fn(image, recon, convention="paper"))
+                if metrics.lpips_paper else None)
     return Scores(
         psnr=float(psnr),
         psnr_float=None if p_float is None else float(p_float),
@@ -164,6 +183,7 @@ def score(image: np.ndarray, coded: Coded, codec: Codec | None = None,
         ms_ssim_resized=bool(metrics.ms_ssim and m.ms_ssim_needs_resize(h, w)),
         lpips=None if lp is None else float(lp),
         lpips_paper=None if lp_paper is None else float(lp_paper),
+        notes=tuple(notes),
     )
 
 

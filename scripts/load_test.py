@@ -51,15 +51,16 @@ def serve(max_seconds: float, torch_threads: int | None) -> int:
         import torch
 
         torch.set_num_threads(torch_threads)
-    from app.ui import handlers as H
+    from app.settings import get_settings
     from app.ui import layout
+    from app.ui.model_sets import TINY_SET
 
-    demo = layout.build_demo(model_sets={H.TINY_SET.label: H.TINY_SET})
+    demo = layout.build_demo(model_sets={TINY_SET.label: TINY_SET})
     _, url, _ = demo.launch(
         prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True
     )
-    print(READY, json.dumps({"url": url, "label": H.TINY_SET.label, "queue_max": layout.QUEUE_MAX_SIZE,
-                      "concurrency": layout.HEAVY_CONCURRENCY}), flush=True)
+    print(READY, json.dumps({"url": url, "label": TINY_SET.label, "queue_max": get_settings().ui_queue,
+                      "concurrency": get_settings().ui_concurrency}), flush=True)
     parent = os.getppid()
     deadline = time.monotonic() + max_seconds
     try:

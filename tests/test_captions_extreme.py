@@ -174,10 +174,11 @@ def test_captions_equal_after_cleaning_give_identical_files(taco: object) -> Non
 
 
 def test_ui_token_counter_reports_truncation() -> None:
-    from app.ui import handlers as H
+    from app.ui.captions import caption_token_markdown
+    from app.ui.model_sets import TINY_SET
 
     for name, text in EXTREME.items():
-        md = H.caption_token_markdown(text, H.TINY_SET)
+        md = caption_token_markdown(text, TINY_SET)
         assert isinstance(md, str) and md, name
         if name in ("ten_thousand_words", "cjk_long", "one_megabyte"):
             assert "truncated" in md, md

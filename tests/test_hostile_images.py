@@ -6,7 +6,7 @@ and decompression bombs are refused before a single pixel is decoded.
 
 Entrances: ``app.images.prepare_image``, the CLI (``app.cli.main``), the Python API
 (``load_codec("elic-tiny", allow_random=True).compress``) and the Gradio handlers
-(``app.ui.handlers.load_image`` / ``run_compare`` with the tiny model set).
+(``app.ui.compare.load_image`` / ``run_compare`` with the tiny model set).
 """
 
 from __future__ import annotations
@@ -303,19 +303,20 @@ def test_api_compress(case: hostile.Case, tiny: None, tiny_elic) -> None:
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_handler_load_image(case: hostile.Case, tmp_path: Path) -> None:
     """`load_image` is what both the comparison and the upload notice call first."""
-    from app.ui import handlers as H
+    from app.ui.compare import load_image
+    from app.ui.defaults import max_side
 
     path = _write(tmp_path, case)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            arr, notices, name = H.load_image(str(path))
+            arr, notices, name = load_image(str(path))
         except TacoError as exc:
             assert case.expect == "error", exc
             _assert_one_line(exc, case.hint)
             return
     assert case.expect == "ok"
-    assert max(arr.shape[:2]) <= H.MAX_SIDE and arr.dtype == np.uint8
+    assert max(arr.shape[:2]) <= max_side() and arr.dtype == np.uint8
     assert name and "/" not in name and "\n" not in name
 
 
@@ -336,13 +337,14 @@ def address_space_cap(extra: int) -> Iterator[None]:
 
 
 def _compare(case: hostile.Case, tmp_path: Path) -> None:
-    from app.ui import handlers as H
+    from app.ui.compare import run_compare
+    from app.ui.model_sets import TINY_SET
 
     path = _write(tmp_path, case)
     with warnings.catch_warnings(), address_space_cap(UI_MEMORY_CAP):
         warnings.simplefilter("ignore")
         try:
-            res = H.run_compare(str(path), "a hostile test image", 50, model_set=H.TINY_SET, use_cache=False)
+            res = run_compare(str(path), "a hostile test image", 50, model_set=TINY_SET, use_cache=False)
         except TacoError as exc:
             assert case.expect == "error", exc
             _assert_one_line(exc, case.hint)

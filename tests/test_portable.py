@@ -245,7 +245,7 @@ def test_every_file_decodes_the_same_under_every_isa_and_thread_count(matrix: Pa
 @pytest.mark.timeout(2400)
 def test_cli_and_ui_decode_a_file_made_under_another_isa(matrix: Path, tmp_path: Path) -> None:
     from app.cli import main
-    from app.ui.handlers import decode_bitstream
+    from app.ui.decode_tab import decode_bitstream
 
     made = matrix / "elic-0.0093@SSE41-t1.taco"
     reference = np.load(made.with_suffix(".npy"))

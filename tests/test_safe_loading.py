@@ -347,22 +347,23 @@ def test_malicious_official_checkpoint_is_refused_without_running_it(tmp_path: P
 
 def test_uploads_and_outputs_are_swept() -> None:
     """Gradio's upload/output cache is cleaned (delete_cache) and our .taco downloads pruned."""
-    from app.ui import handlers as H
     from app.ui import layout
+    from app.ui import present as P
+    from app.ui.model_sets import TINY_SET
 
     frequency, age = layout.DELETE_CACHE
     assert 0 < frequency <= 3600 and 0 < age <= 24 * 3600
-    demo = layout.build_demo(model_sets={H.TINY_SET.label: H.TINY_SET}, examples=[])
+    demo = layout.build_demo(model_sets={TINY_SET.label: TINY_SET}, examples=[])
     try:
         assert demo.delete_cache == layout.DELETE_CACHE
     finally:
         demo.close()
-    assert 0 < H.DOWNLOAD_MAX_AGE_S <= 24 * 3600
-    assert Path(H.DOWNLOAD_DIR).is_relative_to(Path(__import__("tempfile").gettempdir()))
+    assert 0 < P.DOWNLOAD_MAX_AGE_S <= 24 * 3600
+    assert Path(P.DOWNLOAD_DIR).is_relative_to(Path(__import__("tempfile").gettempdir()))
 
 
 def test_download_folder_is_pruned(tmp_path: Path) -> None:
-    from app.ui import handlers as H
+    from app.ui import present as P
 
     old = tmp_path / "abc" / "x.taco"
     old.parent.mkdir()
@@ -371,7 +372,7 @@ def test_download_folder_is_pruned(tmp_path: Path) -> None:
     fresh = tmp_path / "def" / "y.taco"
     fresh.parent.mkdir()
     fresh.write_bytes(b"y")
-    H._prune(tmp_path, H.DOWNLOAD_MAX_AGE_S)
+    P.prune_downloads(tmp_path, P.DOWNLOAD_MAX_AGE_S)
     assert not old.exists() and fresh.exists()
 
 

@@ -21,7 +21,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from test_ui_handlers import FAKE_SET, FakeBackend, _tiny_available  # noqa: E402
 
-from app.ui import handlers as H  # noqa: E402
+from app.ui.backend import PackageBackend  # noqa: E402
+from app.ui.cache import RESULTS_CACHE  # noqa: E402
+from app.ui.examples import Example  # noqa: E402
+from app.ui.model_sets import TINY_SET, ModelSet  # noqa: E402
 
 CHROMIUM = os.environ.get("TACO_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -51,14 +54,14 @@ def page_url(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     old = os.environ.get("GRADIO_EXAMPLES_CACHE")
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(tmp / "examples-cache")
-    H.RESULTS_CACHE.clear()
+    RESULTS_CACHE.clear()
     if _tiny_available() is None:
-        sets, backend = {H.TINY_SET.label: H.TINY_SET}, H.PackageBackend()
+        sets, backend = {TINY_SET.label: TINY_SET}, PackageBackend()
         # a small crop of a shipped photo keeps the random-weight CPU run short
         small = tmp / "coffee_small.png"
         with Image.open(ROOT / "assets" / "coffee.png") as im:
             im.resize((96, 64)).save(small)
-        examples = [H.Example(small, "A small red cup of espresso on a saucer.", "Espresso")]
+        examples = [Example(small, "A small red cup of espresso on a saucer.", "Espresso")]
     else:
         sets, backend, examples = {FAKE_SET.label: FAKE_SET}, FakeBackend(), None
     demo = build_demo(model_sets=sets, backend=backend, examples=examples)
@@ -133,7 +136,7 @@ def take_screenshot(out: str, stand_in: bool = False, example: int = 1, height: 
         backend = FakeBackend()
         for codec in backend.codecs.values():
             codec.description = "stand-in quantiser"
-        ms = H.ModelSet("Layout preview (stand-in codecs)", "taco-fake", "elic-fake", True)
+        ms = ModelSet("Layout preview (stand-in codecs)", "taco-fake", "elic-fake", True)
         demo = build_demo(model_sets={ms.label: ms}, backend=backend)
     else:
         demo = build_demo()

@@ -18,7 +18,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from test_ui_handlers import FAKE_SET, FakeBackend, _tiny_available, photo  # noqa: E402
 
-from app.ui import handlers as H  # noqa: E402
+from app.ui.backend import PackageBackend  # noqa: E402
+from app.ui.cache import RESULTS_CACHE  # noqa: E402
+from app.ui.model_sets import TINY_SET  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +33,9 @@ def served(tmp_path_factory):
     cache = tmp_path_factory.mktemp("examples-cache")
     old = os.environ.get("GRADIO_EXAMPLES_CACHE")
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(cache)
-    H.RESULTS_CACHE.clear()
+    RESULTS_CACHE.clear()
     if _tiny_available() is None:
-        sets, backend = {H.TINY_SET.label: H.TINY_SET}, H.PackageBackend()
+        sets, backend = {TINY_SET.label: TINY_SET}, PackageBackend()
     else:
         sets, backend = {FAKE_SET.label: FAKE_SET}, FakeBackend()
     demo = build_demo(model_sets=sets, backend=backend)

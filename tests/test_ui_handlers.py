@@ -1,4 +1,4 @@
-"""The demo's handlers called directly (no Gradio server): app/ui/handlers.py and app/ui/plots.py.
+"""The demo's service functions called directly (no Gradio server): app/ui/* and app/ui/plots.py.
 
 Two backends:
 - `FakeBackend`: deterministic stand-in codecs (quantisers whose output depends on λ and on the
@@ -25,9 +25,64 @@ from PIL import Image
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from app.codecs.protocol import Capabilities, Encoded, RateControl  # noqa: E402
-from app.errors import BitstreamError, ImageInputError, MissingModelError, TacoError  # noqa: E402
-from app.ui import handlers as H  # noqa: E402
+from app.display import fmt  # noqa: E402
+from app.errors import (  # noqa: E402
+    BitstreamError,
+    ImageInputError,
+    MissingModelError,
+    TacoError,
+    first_line,  # noqa: E402
+)
+from app.settings import Settings, get_settings  # noqa: E402
 from app.ui import plots  # noqa: E402
+from app.ui.backend import Backend, PackageBackend  # noqa: E402
+from app.ui.cache import RESULTS_CACHE, LRUCache  # noqa: E402
+from app.ui.caption_effect import (  # noqa: E402
+    CAPTION_COLUMNS,
+    CAPTION_EFFECT_NOTE,
+    CAPTION_ROWS,
+    caption_diff_maps,
+    caption_effect_frame,
+    caption_effect_pair,
+    caption_effect_rows,
+    caption_effect_summary,
+    run_caption_effect,
+)
+from app.ui.captions import auto_caption, caption_token_markdown  # noqa: E402
+from app.ui.compare import input_notice, run_compare  # noqa: E402
+from app.ui.decode_tab import decode_bitstream  # noqa: E402
+from app.ui.defaults import max_side  # noqa: E402
+from app.ui.examples import examples_cache_tag, load_examples  # noqa: E402
+from app.ui.model_sets import (  # noqa: E402
+    EMBEDDED_FALLBACK,
+    TINY_SET,
+    ModelSet,
+    missing_weights_notice,
+    pick_model_set,
+    resolve_model_sets,
+)
+from app.ui.present import (  # noqa: E402
+    HEAT_LUT,
+    METRIC_COLUMNS,
+    abs_diff,
+    colorbar_html,
+    colorize,
+    download_label,
+    error_maps,
+    metrics_frame,
+    metrics_records,
+    slider_pair,
+    status_markdown,
+    view_note,
+    write_bitstreams,
+)
+from app.ui.rate import RateSpec  # noqa: E402
+from app.ui.references import (  # noqa: E402
+    PUBLISHED_CURVES,
+    load_reference_curves,
+    parse_reference_json,
+    rd_points,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -196,8 +251,8 @@ class FakeBackend:
         return {"Fake": {"taco": "taco-fake", "elic": "elic-fake"}}
 
 
-FAKE_SET = H.ModelSet("Fake", "taco-fake", "elic-fake")
-LADDER_SET = H.ModelSet("Fake ladder", "taco-ladder", "elic-fake")
+FAKE_SET = ModelSet("Fake", "taco-fake", "elic-fake")
+LADDER_SET = ModelSet("Fake ladder", "taco-ladder", "elic-fake")
 
 
 def photo(h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:
@@ -218,7 +273,7 @@ def photo(h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture()
 def fake() -> FakeBackend:
-    H.RESULTS_CACHE.clear()
+    RESULTS_CACHE.clear()
     return FakeBackend()
 
 
@@ -235,7 +290,7 @@ def img_path(tmp_path: Path) -> str:
 
 
 def test_rate_spec_continuous_is_log_uniform_and_monotone():
-    spec = H.RateSpec("continuous", 1e-3, 1e-1)
+    spec = RateSpec("continuous", 1e-3, 1e-1)
     assert spec.lmbda_at(0) == pytest.approx(1e-3)
     assert spec.lmbda_at(100) == pytest.approx(1e-1)
     assert spec.lmbda_at(50) == pytest.approx(1e-2, rel=1e-2)
@@ -249,7 +304,7 @@ def test_rate_spec_continuous_is_log_uniform_and_monotone():
 
 def test_rate_spec_ladder_snaps_to_rungs():
     ladder = (0.0004, 0.0008, 0.0016, 0.004, 0.009, 0.015)
-    spec = H.RateSpec("ladder", ladder=ladder)
+    spec = RateSpec("ladder", ladder=ladder)
     assert spec.step == pytest.approx(20.0)
     assert [spec.lmbda_at(p) for p in (0, 20, 40, 60, 80, 100)] == list(ladder)
     assert spec.lmbda_at(9) == 0.0004 and spec.lmbda_at(11) == 0.0008
@@ -258,13 +313,13 @@ def test_rate_spec_ladder_snaps_to_rungs():
 
 
 def test_rate_spec_of_codec():
-    assert H.RateSpec.of(FakeCodec("a")).kind == "continuous"
-    assert H.RateSpec.of(FakeCodec("b", ladder=[0.1, 0.01])).ladder == (0.01, 0.1)
+    assert RateSpec.of(FakeCodec("a")).kind == "continuous"
+    assert RateSpec.of(FakeCodec("b", ladder=[0.1, 0.01])).ladder == (0.01, 0.1)
     from app.codecs.classical import get_classical_codec
 
-    jpeg = H.RateSpec.of(get_classical_codec("jpeg"))  # a quality range reads as a continuous one
+    jpeg = RateSpec.of(get_classical_codec("jpeg"))  # a quality range reads as a continuous one
     assert (jpeg.kind, jpeg.lo, jpeg.hi) == ("continuous", 1.0, 100.0)
-    assert H.RateSpec("none").lmbda_at(50) is None
+    assert RateSpec("none").lmbda_at(50) is None
 
 
 # =============================================================================================
@@ -273,29 +328,29 @@ def test_rate_spec_of_codec():
 
 
 def test_model_sets_tiny_env_and_fallback():
-    sets = H.resolve_model_sets(FakeBackend(), env={"TACO_MODEL_SET": "tiny"})
-    assert list(sets.values()) == [H.TINY_SET]
-    assert H.TINY_SET.allow_random and H.TINY_SET.taco == "taco-tiny"
+    sets = resolve_model_sets(FakeBackend(), settings=Settings.from_env({"TACO_MODEL_SET": "tiny"}))
+    assert list(sets.values()) == [TINY_SET]
+    assert TINY_SET.allow_random and TINY_SET.taco == "taco-tiny"
 
-    sets = H.resolve_model_sets(FakeBackend(), env={})
+    sets = resolve_model_sets(FakeBackend(), settings=Settings.from_env({}))
     assert sets["Fake"].taco == "taco-fake"
 
     class Empty(FakeBackend):
         def available_model_sets(self):
             return {}
 
-    sets = H.resolve_model_sets(Empty(), env={})
-    assert list(sets.values()) == [H.EMBEDDED_FALLBACK]
+    sets = resolve_model_sets(Empty(), settings=Settings.from_env({}))
+    assert list(sets.values()) == [EMBEDDED_FALLBACK]
 
 
 def test_pick_model_set():
     sets = {"Fake": FAKE_SET, "Fake ladder": LADDER_SET}
-    assert H.pick_model_set("Fake ladder", sets) is LADDER_SET
-    assert H.pick_model_set(None, sets) is FAKE_SET
-    assert H.pick_model_set("taco-ladder", sets) is LADDER_SET
-    assert H.pick_model_set(FAKE_SET, sets) is FAKE_SET
+    assert pick_model_set("Fake ladder", sets) is LADDER_SET
+    assert pick_model_set(None, sets) is FAKE_SET
+    assert pick_model_set("taco-ladder", sets) is LADDER_SET
+    assert pick_model_set(FAKE_SET, sets) is FAKE_SET
     with pytest.raises(TacoError, match="unknown model set"):
-        H.pick_model_set("nope", sets)
+        pick_model_set("nope", sets)
 
 
 # =============================================================================================
@@ -305,7 +360,7 @@ def test_pick_model_set():
 
 def test_run_compare_basic(fake, img_path):
     seen = []
-    res = H.run_compare(
+    res = run_compare(
         img_path,
         "  a  colourful   pattern ",
         50,
@@ -330,25 +385,25 @@ def test_run_compare_basic(fake, img_path):
 
 
 def test_run_compare_is_cached(fake, img_path):
-    H.run_compare(img_path, "cap", 30, model_set=FAKE_SET, backend=fake)
+    run_compare(img_path, "cap", 30, model_set=FAKE_SET, backend=fake)
     calls = fake.codecs["taco-fake"].calls
-    H.run_compare(img_path, "cap", 30, model_set=FAKE_SET, backend=fake)
+    run_compare(img_path, "cap", 30, model_set=FAKE_SET, backend=fake)
     assert fake.codecs["taco-fake"].calls == calls  # served from the LRU
-    H.run_compare(img_path, "another caption", 30, model_set=FAKE_SET, backend=fake)
+    run_compare(img_path, "another caption", 30, model_set=FAKE_SET, backend=fake)
     assert fake.codecs["taco-fake"].calls == calls + 1
-    H.run_compare(img_path, "cap", 30, model_set=FAKE_SET, backend=fake, use_cache=False)
+    run_compare(img_path, "cap", 30, model_set=FAKE_SET, backend=fake, use_cache=False)
     assert fake.codecs["taco-fake"].calls == calls + 2
 
 
 def test_higher_rate_means_more_bits(fake, img_path):
-    lo = H.run_compare(img_path, "", 0, model_set=FAKE_SET, backend=fake)
-    hi = H.run_compare(img_path, "", 100, model_set=FAKE_SET, backend=fake)
+    lo = run_compare(img_path, "", 0, model_set=FAKE_SET, backend=fake)
+    hi = run_compare(img_path, "", 100, model_set=FAKE_SET, backend=fake)
     assert hi.taco.bpp > lo.taco.bpp
     assert hi.taco.psnr > lo.taco.psnr
 
 
 def test_run_compare_rate_matched_rows_and_missing_codec_note(fake, img_path):
-    res = H.run_compare(img_path, "cap", 40, model_set=FAKE_SET, backend=fake, rate_matched=True)
+    res = run_compare(img_path, "cap", 40, model_set=FAKE_SET, backend=fake, rate_matched=True)
     ids = [r.row_id for r in res.runs]
     assert ids == ["taco", "elic", "elic@bpp", "jpeg@bpp", "webp@bpp"]
     assert any("AVIF unavailable" in n for n in res.notes)  # fake has no AVIF: a note, no crash
@@ -359,19 +414,19 @@ def test_run_compare_rate_matched_rows_and_missing_codec_note(fake, img_path):
 
 
 def test_run_compare_target_bpp(fake, img_path):
-    free = H.run_compare(img_path, "", 50, model_set=FAKE_SET, backend=fake)
-    res = H.run_compare(
+    free = run_compare(img_path, "", 50, model_set=FAKE_SET, backend=fake)
+    res = run_compare(
         img_path, "", 50, model_set=FAKE_SET, backend=fake, target_bpp=free.taco.bpp * 0.6
     )
     assert res.taco.bpp < free.taco.bpp
     assert "target" in res.rate_text and "achieved" in res.rate_text
     assert res.lmbda == res.taco.lmbda  # ELIC follows TACO's searched λ
     with pytest.raises(TacoError, match="target bpp"):
-        H.run_compare(img_path, "", 50, model_set=FAKE_SET, backend=fake, target_bpp=-1)
+        run_compare(img_path, "", 50, model_set=FAKE_SET, backend=fake, target_bpp=-1)
 
 
 def test_run_compare_ladder(fake, img_path):
-    res = H.run_compare(img_path, "x", 100, model_set=LADDER_SET, backend=fake)
+    res = run_compare(img_path, "x", 100, model_set=LADDER_SET, backend=fake)
     assert res.taco.lmbda == 0.09
     assert "fixed-rate" in res.rate_text
     # ELIC (continuous) is run at the ladder's λ, clamped to its own range
@@ -379,26 +434,26 @@ def test_run_compare_ladder(fake, img_path):
 
 
 def test_run_compare_without_elic_is_a_note(img_path):
-    H.RESULTS_CACHE.clear()
-    res = H.run_compare(img_path, "", 50, model_set=FAKE_SET, backend=FakeBackend(with_elic=False))
+    RESULTS_CACHE.clear()
+    res = run_compare(img_path, "", 50, model_set=FAKE_SET, backend=FakeBackend(with_elic=False))
     assert [r.row_id for r in res.runs] == ["taco"]
     assert any("ELIC unavailable" in n for n in res.notes)
-    maps = H.error_maps(res)
+    maps = error_maps(res)
     assert maps is not None and "not available" in maps.right_label
 
 
 def test_run_compare_errors_are_one_line_taco_errors(fake, tmp_path):
     with pytest.raises(ImageInputError):
-        H.run_compare(None, "", 50, model_set=FAKE_SET, backend=fake)
+        run_compare(None, "", 50, model_set=FAKE_SET, backend=fake)
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image at all")
     with pytest.raises(ImageInputError) as info:
-        H.run_compare(str(bad), "", 50, model_set=FAKE_SET, backend=fake)
+        run_compare(str(bad), "", 50, model_set=FAKE_SET, backend=fake)
     assert "\n" not in str(info.value)
     with pytest.raises(MissingModelError):
-        H.run_compare(photo(), "", 50, model_set=H.ModelSet("x", "missing", None), backend=fake)
+        run_compare(photo(), "", 50, model_set=ModelSet("x", "missing", None), backend=fake)
     with pytest.raises(TacoError, match="LPIPS convention"):
-        H.run_compare(photo(), "", 50, model_set=FAKE_SET, backend=fake, lpips_convention="x")
+        run_compare(photo(), "", 50, model_set=FAKE_SET, backend=fake, lpips_convention="x")
 
 
 def test_inputs_are_normalised(fake, tmp_path):
@@ -407,22 +462,22 @@ def test_inputs_are_normalised(fake, tmp_path):
     rgba[..., 0] = 200
     p = tmp_path / "a.png"
     Image.fromarray(rgba, "RGBA").save(p)
-    res = H.run_compare(str(p), "", 50, model_set=FAKE_SET, backend=fake)
+    res = run_compare(str(p), "", 50, model_set=FAKE_SET, backend=fake)
     assert res.image.shape == (40, 50, 3) and res.image[0, 0].tolist() == [255, 255, 255]
     assert any("transparency" in n for n in res.notices)
 
     g16 = (np.linspace(0, 65535, 30 * 20).reshape(30, 20)).astype(np.uint16)
     p16 = tmp_path / "g16.png"
     Image.fromarray(g16).save(p16)
-    res = H.run_compare(str(p16), "", 50, model_set=FAKE_SET, backend=fake)
+    res = run_compare(str(p16), "", 50, model_set=FAKE_SET, backend=fake)
     assert res.image.shape == (30, 20, 3) and res.image.dtype == np.uint8
 
     big = tmp_path / "big.png"
-    Image.fromarray(photo(400, H.MAX_SIDE + 200)).save(big)
-    res = H.run_compare(str(big), "", 50, model_set=FAKE_SET, backend=fake)
-    assert max(res.image.shape[:2]) == H.MAX_SIDE
+    Image.fromarray(photo(400, max_side() + 200)).save(big)
+    res = run_compare(str(big), "", 50, model_set=FAKE_SET, backend=fake)
+    assert max(res.image.shape[:2]) == max_side()
     assert any("downscaled" in n for n in res.notices)
-    assert "downscaled" in H.status_markdown(res)
+    assert "downscaled" in status_markdown(res)
 
 
 def test_exif_orientation_is_applied(fake, tmp_path):
@@ -432,7 +487,7 @@ def test_exif_orientation_is_applied(fake, tmp_path):
     exif[0x0112] = 6  # rotate 90° CW when displayed
     p = tmp_path / "rot.jpg"
     im.save(p, exif=exif.tobytes(), quality=95)
-    res = H.run_compare(str(p), "", 50, model_set=FAKE_SET, backend=fake)
+    res = run_compare(str(p), "", 50, model_set=FAKE_SET, backend=fake)
     assert res.image.shape[:2] == (80, 40)
 
 
@@ -442,99 +497,99 @@ def test_exif_orientation_is_applied(fake, tmp_path):
 
 
 def test_metrics_table_and_records(fake, img_path):
-    res = H.run_compare(img_path, "c", 50, model_set=FAKE_SET, backend=fake, rate_matched=True)
-    df = H.metrics_frame(res)
-    assert list(df.columns) == H.METRIC_COLUMNS
+    res = run_compare(img_path, "c", 50, model_set=FAKE_SET, backend=fake, rate_matched=True)
+    df = metrics_frame(res)
+    assert list(df.columns) == METRIC_COLUMNS
     assert df["Codec"].tolist()[:2] == ["TACO", "ELIC (same λ)"]
     assert df["Bytes"].tolist()[0] == len(res.taco.data)
-    recs = H.metrics_records(res)
+    recs = metrics_records(res)
     assert recs[0]["codec"] == "taco" and recs[0]["bpp"] == pytest.approx(res.taco.bpp)
     json.dumps(recs)  # JSON-serialisable for the API
-    assert H._fmt(math.inf, 2) == "∞" and H._fmt(None, 2) == "n/a"
+    assert fmt(math.inf, 2) == "∞" and fmt(None, 2) == "–"
 
 
 def test_slider_views(fake, img_path):
-    res = H.run_compare(img_path, "c", 50, model_set=FAKE_SET, backend=fake)
-    a, b = H.slider_pair(res, "TACO | ELIC")
+    res = run_compare(img_path, "c", 50, model_set=FAKE_SET, backend=fake)
+    a, b = slider_pair(res, "TACO | ELIC")
     assert a is res.taco.recon and b is res.run("elic").recon
-    a, b = H.slider_pair(res, "Original | TACO")
+    a, b = slider_pair(res, "Original | TACO")
     assert a is res.image and b is res.taco.recon
-    a, b = H.slider_pair(res, "TACO | ELIC @ TACO bpp")  # not computed: original + note
-    assert b is res.image and "not computed" in H.view_note(res, "TACO | ELIC @ TACO bpp")
-    assert H.view_note(res, "TACO | ELIC") == ""
-    assert H.slider_pair(res, "garbage")[0] is res.taco.recon
+    a, b = slider_pair(res, "TACO | ELIC @ TACO bpp")  # not computed: original + note
+    assert b is res.image and "not computed" in view_note(res, "TACO | ELIC @ TACO bpp")
+    assert view_note(res, "TACO | ELIC") == ""
+    assert slider_pair(res, "garbage")[0] is res.taco.recon
 
 
 def test_error_maps_share_one_scale(fake, img_path):
-    res = H.run_compare(img_path, "c", 10, model_set=FAKE_SET, backend=fake)
-    maps = H.error_maps(res)
+    res = run_compare(img_path, "c", 10, model_set=FAKE_SET, backend=fake)
+    maps = error_maps(res)
     assert maps.left.shape == maps.right.shape == res.image.shape
     assert maps.left.dtype == np.uint8
-    e_t = H.abs_diff(res.image, res.taco.recon)
-    e_e = H.abs_diff(res.image, res.run("elic").recon)
+    e_t = abs_diff(res.image, res.taco.recon)
+    e_e = abs_diff(res.image, res.run("elic").recon)
     assert maps.vmax >= max(np.percentile(e_t, 99.5), np.percentile(e_e, 99.5))
-    np.testing.assert_array_equal(maps.left, H.colorize(e_t, maps.vmax))
-    np.testing.assert_array_equal(maps.right, H.colorize(e_e, maps.vmax))
-    html = H.colorbar_html(maps.vmax)
+    np.testing.assert_array_equal(maps.left, colorize(e_t, maps.vmax))
+    np.testing.assert_array_equal(maps.right, colorize(e_e, maps.vmax))
+    html = colorbar_html(maps.vmax)
     assert "linear-gradient" in html and f"{maps.vmax:g}" in html
 
 
 def test_colormap_is_monotone_in_brightness():
-    lum = H.HEAT_LUT @ np.array([0.299, 0.587, 0.114])
+    lum = HEAT_LUT @ np.array([0.299, 0.587, 0.114])
     assert np.all(np.diff(lum) >= -1e-9)
-    assert H.colorize(np.array([[0.0, 1e9]]), 10.0).tolist()[0] == [
-        H.HEAT_LUT[0].tolist(),
-        H.HEAT_LUT[255].tolist(),
+    assert colorize(np.array([[0.0, 1e9]]), 10.0).tolist()[0] == [
+        HEAT_LUT[0].tolist(),
+        HEAT_LUT[255].tolist(),
     ]
 
 
 def test_status_markdown(fake, img_path):
-    res = H.run_compare(img_path, "a caption", 50, model_set=FAKE_SET, backend=fake)
-    md = H.status_markdown(res)
+    res = run_compare(img_path, "a caption", 50, model_set=FAKE_SET, backend=fake)
+    md = status_markdown(res)
     assert "encoder only" in md and "0 bits" in md and "Random weights" in md
-    res = H.run_compare(img_path, "", 50, model_set=FAKE_SET, backend=fake)
-    assert "empty caption" in H.status_markdown(res)
+    res = run_compare(img_path, "", 50, model_set=FAKE_SET, backend=fake)
+    assert "empty caption" in status_markdown(res)
 
 
 def test_write_bitstreams_roundtrip(fake, img_path, tmp_path):
-    res = H.run_compare(img_path, "c", 50, model_set=FAKE_SET, backend=fake)
-    paths = H.write_bitstreams(res, tmp_path)
+    res = run_compare(img_path, "c", 50, model_set=FAKE_SET, backend=fake)
+    paths = write_bitstreams(res, tmp_path)
     assert set(paths) == {"taco", "elic"}
     assert paths["taco"].read_bytes() == res.taco.data
     assert paths["taco"].name.startswith("my_photo_taco_") and paths["taco"].suffix == ".taco"
-    arr, info = H.decode_bitstream(str(paths["taco"]), fake)
+    arr, info = decode_bitstream(str(paths["taco"]), fake)
     np.testing.assert_array_equal(arr, res.taco.recon)
     assert "without any caption" in info and "taco-fake" in info
-    assert "bytes" in H.download_label(res, "taco")
+    assert "bytes" in download_label(res, "taco")
 
 
 def test_decode_rejects_garbage(fake, tmp_path):
     p = tmp_path / "x.taco"
     p.write_bytes(b"garbage!")
     with pytest.raises(BitstreamError):
-        H.decode_bitstream(str(p), fake)
+        decode_bitstream(str(p), fake)
     with pytest.raises(BitstreamError):
-        H.decode_bitstream(None, fake)
+        decode_bitstream(None, fake)
 
 
 def test_decode_tab_refuses_huge_claims_before_any_model_runs(fake, tmp_path, monkeypatch):
     """A tiny file claiming a big image is refused from its header alone."""
-    side = int((H.DECODE_MAX_PIXELS + 1) ** 0.5) + 1
+    side = int((get_settings().ui_max_decode_pixels + 1) ** 0.5) + 1
     p = tmp_path / "big.taco"
     p.write_bytes(b"193 bytes that claim a big image")
     monkeypatch.setattr(fake, "read_header", lambda data: FakeHeader("taco-fake", b"\0" * 8, 0.01, side, side))
     monkeypatch.setattr(fake, "decompress", lambda data: pytest.fail("decoder ran"))
     with pytest.raises(BitstreamError, match=rf"{side}×{side} image; this demo decodes up to"):
-        H.decode_bitstream(str(p), fake)
+        decode_bitstream(str(p), fake)
 
 
 def test_input_notice_is_one_line(fake, img_path, tmp_path):
-    assert H.input_notice(None, fake) == "" and H.input_notice("  ", fake) == ""
-    text = H.input_notice(img_path, fake)
+    assert input_notice(None, fake) == "" and input_notice("  ", fake) == ""
+    text = input_notice(img_path, fake)
     assert text.startswith("128×96 px") and "\n" not in text
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"<not an image>")
-    text = H.input_notice(str(bad), fake)
+    text = input_notice(str(bad), fake)
     assert text.startswith("**Cannot use this image:**") and "<" not in text and "\n" not in text
 
 
@@ -544,54 +599,54 @@ def test_input_notice_is_one_line(fake, img_path, tmp_path):
 
 
 def test_token_counter(fake):
-    md = H.caption_token_markdown("a red cup", FAKE_SET, fake)
+    md = caption_token_markdown("a red cup", FAKE_SET, fake)
     assert "5 / 38 tokens" in md
     long = " ".join(["word"] * 50)
-    md = H.caption_token_markdown(long, FAKE_SET, fake)
+    md = caption_token_markdown(long, FAKE_SET, fake)
     assert "truncated" in md and "52 / 38" in md
-    assert "Empty caption" in H.caption_token_markdown("   ", FAKE_SET, fake)
+    assert "Empty caption" in caption_token_markdown("   ", FAKE_SET, fake)
 
     class Broken(FakeBackend):
         def token_info(self, kind, caption):
             raise MissingModelError("tokenizer files missing")
 
-    assert "unavailable" in H.caption_token_markdown("x", FAKE_SET, Broken())
+    assert "unavailable" in caption_token_markdown("x", FAKE_SET, Broken())
 
 
 def test_auto_caption_keeps_caption_when_unavailable(img_path):
-    text, msg = H.auto_caption(img_path, "mine", FakeBackend(caption_ok=False))
+    text, msg = auto_caption(img_path, "mine", FakeBackend(caption_ok=False))
     assert text == "mine" and "unavailable" in msg and "unchanged" in msg
-    text, msg = H.auto_caption(img_path, "mine", FakeBackend(caption_ok=True))
+    text, msg = auto_caption(img_path, "mine", FakeBackend(caption_ok=True))
     assert text == "a fake caption of a picture" and "BLIP" in msg
-    text, msg = H.auto_caption(None, "mine", FakeBackend(caption_ok=True))
+    text, msg = auto_caption(None, "mine", FakeBackend(caption_ok=True))
     assert text == "mine" and "failed" in msg
 
 
 def test_caption_effect(fake, img_path):
-    eff = H.run_caption_effect(
+    eff = run_caption_effect(
         img_path, "a colourful pattern", "a cat on a sofa", 50, model_set=FAKE_SET, backend=fake
     )
-    assert [r.row_id for r in eff.runs] == list(H.CAPTION_ROWS)
+    assert [r.row_id for r in eff.runs] == list(CAPTION_ROWS)
     assert [r.caption for r in eff.runs] == ["a colourful pattern", "", "a cat on a sofa"]
     assert len({r.lmbda for r in eff.runs}) == 1  # same λ for all three
-    rows = H.caption_effect_rows(eff)
+    rows = caption_effect_rows(eff)
     assert rows[0][3] == "—" and rows[1][3].endswith("%")
-    df = H.caption_effect_frame(eff)
-    assert list(df.columns) == H.CAPTION_COLUMNS
-    maps = H.caption_diff_maps(eff)
+    df = caption_effect_frame(eff)
+    assert list(df.columns) == CAPTION_COLUMNS
+    maps = caption_diff_maps(eff)
     assert maps.vs_empty.shape == eff.image.shape
-    a, b = H.caption_effect_pair(eff, "Your caption | second caption")
+    a, b = caption_effect_pair(eff, "Your caption | second caption")
     assert a is eff.runs[0].recon and b is eff.runs[2].recon
-    summary = H.caption_effect_summary(eff, maps)
+    summary = caption_effect_summary(eff, maps)
     assert "only the caption changes" in summary
-    assert "1 %" in H.CAPTION_EFFECT_NOTE and "0 bits" in H.CAPTION_EFFECT_NOTE
+    assert "1 %" in CAPTION_EFFECT_NOTE and "0 bits" in CAPTION_EFFECT_NOTE
 
 
 def test_caption_effect_identical_reconstructions(fake, img_path):
-    eff = H.run_caption_effect(img_path, "", "", 50, model_set=FAKE_SET, backend=fake)
-    maps = H.caption_diff_maps(eff)
+    eff = run_caption_effect(img_path, "", "", 50, model_set=FAKE_SET, backend=fake)
+    maps = caption_diff_maps(eff)
     assert maps.max_empty == 0 and maps.max_second == 0
-    summary = H.caption_effect_summary(eff, maps)
+    summary = caption_effect_summary(eff, maps)
     assert summary.count("bit-identical") == 2 and "empty" in summary
 
 
@@ -617,13 +672,13 @@ def test_parse_reference_json_shapes(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps(multi))
     (tmp_path / "c.json").write_text(json.dumps({"points": points}))
     (tmp_path / "d.json").write_text("{not json")
-    curves = H.load_reference_curves(tmp_path)
+    curves = load_reference_curves(tmp_path)
     names = [(c.name, c.lpips_convention) for c in curves]
     assert ("TACO (ours)", "standard") in names
     assert ("ELIC", "paper") in names
     jpeg = next(c for c in curves if c.name == "jpeg")
     assert jpeg.bpp == (0.2, 0.5) and jpeg.psnr == (26.0, 30.0)
-    assert H.parse_reference_json("nonsense") == []
+    assert parse_reference_json("nonsense") == []
     summary = {  # the shape `python -m app eval` writes (summary.json)
         "image_dir": "/data/kodak",
         "codecs": {
@@ -636,42 +691,42 @@ def test_parse_reference_json_shapes(tmp_path):
     }
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "summary.json").write_text(json.dumps(summary))
-    curves = H.load_reference_curves(tmp_path)
+    curves = load_reference_curves(tmp_path)
     taco = [c for c in curves if c.name == "TACO"]
     assert {c.lpips_convention for c in taco} == {"standard", "paper"}
     assert taco[0].dataset == "Kodak" and taco[0].bpp == (0.2, 0.4)
     assert taco[0].source == "docs/results/sub/summary.json"
     webp = next(c for c in curves if c.name == "WebP")
     assert webp.lpips == () and webp.psnr == (30.0,)
-    assert H.load_reference_curves(tmp_path / "missing") == []
+    assert load_reference_curves(tmp_path / "missing") == []
     # the same codec in a second result folder is drawn once; other datasets only on request
     (tmp_path / "sub2").mkdir()
     (tmp_path / "sub2" / "summary.json").write_text(json.dumps(summary))
     coco = {**summary, "image_dir": "../shared/data/coco_val2017"}
     (tmp_path / "sub3").mkdir()
     (tmp_path / "sub3" / "summary.json").write_text(json.dumps(coco))
-    curves = H.load_reference_curves(tmp_path)
+    curves = load_reference_curves(tmp_path)
     assert [c.source for c in curves if c.name == "TACO"] == ["docs/results/sub/summary.json"] * 2
-    everything = H.load_reference_curves(tmp_path, dataset=None)
+    everything = load_reference_curves(tmp_path, dataset=None)
     assert {c.dataset for c in everything if c.name == "TACO"} == {"Kodak", "Coco_Val2017"}
 
 
 def test_rd_figure(fake, img_path):
-    res = H.run_compare(img_path, "c", 50, model_set=FAKE_SET, backend=fake, rate_matched=True)
-    fig = plots.rd_figure(H.rd_points(res.runs), H.PUBLISHED_CURVES, "standard")
+    res = run_compare(img_path, "c", 50, model_set=FAKE_SET, backend=fake, rate_matched=True)
+    fig = plots.rd_figure(rd_points(res.runs), PUBLISHED_CURVES, "standard")
     names = {t.name for t in fig.data}
     assert "TACO (this image)" in names and "ELIC (same λ) (this image)" in names
     # published TACO LPIPS uses the paper convention: not drawn on the standard axis
     assert not any("Official TACO" in n for n in names)
     assert any("Official ELIC" in n for n in names)
-    fig_p = plots.rd_figure(H.rd_points(res.runs), H.PUBLISHED_CURVES, "paper")
+    fig_p = plots.rd_figure(rd_points(res.runs), PUBLISHED_CURVES, "paper")
     assert any("Official TACO" in t.name for t in fig_p.data)
     empty = plots.empty_figure()
     assert empty.layout.annotations
 
 
 def test_examples_assets_and_licences():
-    ex = H.load_examples()
+    ex = load_examples()
     assert len(ex) >= 6
     lic = (ROOT / "assets" / "LICENSES.md").read_text()
     for e in ex:
@@ -683,13 +738,13 @@ def test_examples_assets_and_licences():
 
 
 def test_examples_cache_tag_changes_with_models(tmp_path):
-    a = H.examples_cache_tag({"x": FAKE_SET}, tmp_path)
-    b = H.examples_cache_tag({"x": LADDER_SET}, tmp_path)
-    assert a != b and a == H.examples_cache_tag({"x": FAKE_SET}, tmp_path)
+    a = examples_cache_tag({"x": FAKE_SET}, tmp_path)
+    b = examples_cache_tag({"x": LADDER_SET}, tmp_path)
+    assert a != b and a == examples_cache_tag({"x": FAKE_SET}, tmp_path)
 
 
 def test_lru_cache_evicts_oldest():
-    c = H.LRUCache(2)
+    c = LRUCache(2)
     c.put("a", 1)
     c.put("b", 2)
     assert c.get("a") == 1
@@ -712,30 +767,30 @@ def _tiny_available() -> str | None:
         load_codec("taco-tiny", allow_random=True)
         load_codec("elic-tiny", allow_random=True)
     except Exception as exc:
-        return f"tiny models unavailable: {H._one_line(exc)}"
+        return f"tiny models unavailable: {first_line(exc)}"
     return None
 
 
 @pytest.fixture(scope="module")
-def tiny_backend() -> H.Backend:
+def tiny_backend() -> Backend:
     """The tiny models need no weights (random init), so a failure to build them is a failure."""
     from app.codecs import load_codec
 
     load_codec("taco-tiny", allow_random=True)
     load_codec("elic-tiny", allow_random=True)
-    return H.PackageBackend()
+    return PackageBackend()
 
 
 def test_tiny_models_end_to_end(tiny_backend, tmp_path):
-    H.RESULTS_CACHE.clear()
+    RESULTS_CACHE.clear()
     img = tmp_path / "tiny.png"
     Image.fromarray(photo(64, 96)).save(img)
-    res = H.run_compare(str(img), "a test pattern", 50, model_set=H.TINY_SET, backend=tiny_backend)
+    res = run_compare(str(img), "a test pattern", 50, model_set=TINY_SET, backend=tiny_backend)
     assert [r.row_id for r in res.runs] == ["taco", "elic"]
     assert res.taco.recon.shape == (64, 96, 3)
     assert res.random_weights
-    paths = H.write_bitstreams(res, tmp_path)
-    arr, info = H.decode_bitstream(str(paths["taco"]), tiny_backend)
+    paths = write_bitstreams(res, tmp_path)
+    arr, info = decode_bitstream(str(paths["taco"]), tiny_backend)
     np.testing.assert_array_equal(arr, res.taco.recon)  # decoded without the caption
     assert "taco-tiny" in info
 
@@ -745,6 +800,6 @@ def test_missing_weights_notice():
         def available_model_sets(self):
             return {}
 
-    assert "No model weights" in H.missing_weights_notice(Empty(), env={})
-    assert H.missing_weights_notice(Empty(), env={"TACO_MODEL_SET": "tiny"}) == ""
-    assert H.missing_weights_notice(FakeBackend(), env={}) == ""
+    assert "No model weights" in missing_weights_notice(Empty(), settings=Settings.from_env({}))
+    assert missing_weights_notice(Empty(), settings=Settings.from_env({"TACO_MODEL_SET": "tiny"})) == ""
+    assert missing_weights_notice(FakeBackend(), settings=Settings.from_env({})) == ""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from app import bitstream
+from app.codecs.classical import CLASSICAL_CODECS
 from app.codecs.learned import CODINGS, LearnedCodec, _Variant, random_fingerprint
 from app.codecs.protocol import Codec, as_float32
 from app.errors import BitstreamError, ConfigError, MissingModelError, TacoError
@@ -55,7 +56,7 @@ LEARNED: dict[str, ModelSpec] = {
     "taco-tiny": ModelSpec("taco-tiny", "tiny random TACO (tests only)", "tiny"),
     "elic-tiny": ModelSpec("elic-tiny", "tiny random ELIC (tests only)", "tiny"),
 }
-CLASSICAL = ("jpeg", "webp", "avif")
+CLASSICAL = CLASSICAL_CODECS
 
 
 def _allow_random(flag: bool) -> bool:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
-from app.fetch.sources import DownloadFailed, RemoteFile, Source, SourceUnreachable, first_line
+from app.errors import first_line
+from app.fetch.sources import DownloadFailed, RemoteFile, Source, SourceUnreachable
 from app.hub import probe
 
 _PROBE_TIMEOUT_S = 3.0

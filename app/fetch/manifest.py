@@ -7,8 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from app.errors import ConfigError
-from app.fetch.sources import first_line
+from app.errors import ConfigError, first_line
 from app.settings import Settings
 
 #: ``format`` of ``<official_dir>/manifest.json``.

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.errors import ConfigError, TacoError
+from app.errors import ConfigError, TacoError, printable
 from app.fetch.downloaders import Downloader, default_downloader
 from app.fetch.manifest import read_manifest, write_manifest
 from app.fetch.sources import RemoteFile, Source, SourceUnreachable, load_sources
@@ -182,10 +182,7 @@ def _fetch_hf(source: Source, settings: Settings, manifest: dict[str, Any], quie
     report.present.append(source.repo_id)
 
 
-def one_line(exc: BaseException | str) -> str:
-    from app.cli import one_line as _one_line
-
-    return _one_line(exc)
+one_line = printable
 
 
 def fetch(

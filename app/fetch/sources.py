@@ -118,7 +118,3 @@ def load_sources(path: str | Path | None = None) -> list[Source]:
             raise ConfigError(f"{where}: checkpoints need a 'verify' entry")
         out.append(src)
     return out
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

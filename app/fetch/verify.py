@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from app.errors import ConfigError
-from app.fetch.sources import first_line
+from app.errors import ConfigError, first_line
 
 # --------------------------------------------------------------------------------------------
 # Verification

@@ -1,7 +1,16 @@
-"""The Gradio demo: `handlers` (pure, typed logic), `plots` (plotly figures), `layout` (wiring).
+"""The Gradio demo, in three layers (each module imports only those of the layers below):
 
-Importing `app.ui` is cheap; `app.ui.layout` imports Gradio, `app.ui.handlers` only numpy/Pillow
-(torch and the models load on the first request, through `app.codecs`).
+* service (no Gradio; numpy / Pillow, the package imported lazily through the backend):
+  `backend` (the package behind an injectable `Backend`), `model_sets`, `rate` (slider ↔ λ),
+  `cache`, `runs` (one codec on the image, through `app.measure`), `compare` (the comparison),
+  `caption_effect`, `captions` (token counter, auto-caption), `decode_tab`, `references`
+  (RD curves), `examples`, `defaults`;
+* presentation: `present` (tables, HTML, error maps, downloads), `plots` (plotly figures),
+  `theme` (CSS, theme, texts);
+* Gradio: `events` (the callbacks, and the comparison request by name) and `layout` (components
+  and wiring).
+
+Importing `app.ui` is cheap; torch and the models load on the first request.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from plotly.subplots import make_subplots
 
 from app.display import PUBLISHED_COLOUR
 from app.display import colour as _colour
-from app.ui.handlers import RDPoint, RefCurve
+from app.ui.references import RDPoint, RefCurve
 
 MARKERS: dict[str, str] = {
     "taco": "star",

@@ -1,0 +1,236 @@
+"""The main comparison: TACO and ELIC (and the rate-matched rows) on one image."""
+
+from __future__ import annotations
+
+import html
+import logging
+import math
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from app.errors import ImageInputError, TacoError, first_line
+from app.ui.backend import Backend, default_backend
+from app.ui.cache import image_digest
+from app.ui.defaults import (
+    CLASSICAL_CODECS,
+    DEFAULT_RATE,
+    LPIPS_LABELS,
+    MAX_TARGET_BPP,
+    MIN_TARGET_BPP,
+    LpipsConvention,
+    ProgressFn,
+    no_progress,
+)
+from app.ui.defaults import (
+    max_side as default_max_side,
+)
+from app.ui.model_sets import ModelSet, pick_model_set
+from app.ui.rate import RateSpec
+from app.ui.runs import CodecRun, run_codec
+
+if TYPE_CHECKING:  # pragma: no cover
+
+    from app.codecs.protocol import Codec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CompareResult:
+    """Everything one comparison produced (image, rows, notes)."""
+
+    image: np.ndarray
+    name: str
+    model_set: ModelSet
+    caption: str
+    rate_text: str
+    lmbda: float | None
+    runs: list[CodecRun]
+    notices: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    total_ms: float = 0.0
+    random_weights: bool = False
+
+    def run(self, row_id: str) -> CodecRun | None:
+        return next((r for r in self.runs if r.row_id == row_id), None)
+
+    @property
+    def taco(self) -> CodecRun:
+        run = self.run("taco")
+        assert run is not None
+        return run
+
+
+def load_image(
+    image: Any, backend: Backend | None = None, max_side: int | None = None
+) -> tuple[np.ndarray, list[str], str]:
+    """(uint8 HxWx3, notices, display name) for a path, array or PIL image; ImageInputError else."""
+    backend = backend or default_backend()
+    if image is None or (isinstance(image, str) and not image.strip()):
+        raise ImageInputError("no image: upload one or pick an example")
+    name = "image"
+    if isinstance(image, str | PathLike):
+        name = Path(image).stem or "image"
+    elif isinstance(image, Mapping) and image.get("path"):  # a Gradio FileData dict
+        name = Path(str(image.get("orig_name") or image["path"])).stem
+        image = image["path"]
+    side = max_side if max_side is not None else default_max_side()
+    arr, notices = backend.prepare_image(image, side)
+    return arr, list(notices), safe_stem(name)
+
+
+def input_notice(image: Any, backend: Backend | None = None) -> str:
+    """One line under the upload: the size the demo will work at and any conversion notices."""
+    if image is None or (isinstance(image, str) and not image.strip()):
+        return ""
+    try:
+        arr, notices, _ = load_image(image, backend)
+    except TacoError as exc:
+        return f"**Cannot use this image:** {html.escape(first_line(exc), quote=False)}"
+    text = f"{arr.shape[1]}×{arr.shape[0]} px"
+    if notices:
+        text += " · " + "; ".join(html.escape(n, quote=False) for n in notices)
+    return text
+
+
+def safe_stem(name: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "image"
+    return stem[:40]
+
+
+def load_learned(backend: Backend, name: str, ms: ModelSet) -> Any:
+    return backend.load_codec(name, allow_random=ms.allow_random)
+
+
+def is_random(codec: Codec) -> bool:
+    return codec.capabilities.random_weights
+
+
+def run_compare(
+    image: Any,
+    caption: str = "",
+    rate: float = DEFAULT_RATE,
+    *,
+    target_bpp: float | None = None,
+    model_set: ModelSet | str | None = None,
+    rate_matched: bool = False,
+    classical: Sequence[str] = CLASSICAL_CODECS,
+    lpips_convention: LpipsConvention = "standard",
+    backend: Backend | None = None,
+    progress: ProgressFn | None = None,
+    use_cache: bool = True,
+) -> CompareResult:
+    """One full comparison: TACO and ELIC encode + decode + metrics (the `make bench` unit).
+
+    ``rate`` is the slider position 0–100 (low → high bitrate), mapped to the TACO model's λ
+    (log-uniform over a variable-rate range, nearest rung of a fixed-rate ladder). With
+    ``target_bpp`` TACO's λ is searched to hit that bpp instead. ELIC runs at the same λ.
+    ``rate_matched`` adds ELIC and the classical codecs searched to TACO's achieved bpp.
+    """
+    t_start = time.perf_counter()
+    backend = backend or default_backend()
+    progress = progress or no_progress
+    ms = pick_model_set(model_set)
+    if target_bpp is not None and not (
+        math.isfinite(target_bpp) and MIN_TARGET_BPP <= target_bpp <= MAX_TARGET_BPP
+    ):
+        raise TacoError(
+            f"target bpp must be between {MIN_TARGET_BPP:g} and {MAX_TARGET_BPP:g}, got {target_bpp:g}"
+        )
+    if lpips_convention not in LPIPS_LABELS:
+        raise TacoError(f"LPIPS convention must be 'standard' or 'paper', not {lpips_convention!r}")
+
+    progress(0.02, "Reading the image")
+    arr, notices, name = load_image(image, backend)
+    digest = image_digest(arr)
+    caption = backend.clean_caption(caption or "")
+    notes: list[str] = []
+
+    progress(0.08, f"Loading {ms.taco}")
+    taco_codec = load_learned(backend, ms.taco, ms)
+    spec = RateSpec.of(taco_codec)
+    lam = spec.lmbda_at(rate)
+    rate_text = spec.describe(rate)
+    random_weights = is_random(taco_codec)
+
+    def run(codec: Any, **kwargs: Any) -> CodecRun:
+        """One codec on this request's image, with this request's metrics settings and notes."""
+        return run_codec(backend, codec, arr, digest, convention=lpips_convention,
+                          use_cache=use_cache, notes=notes, **kwargs)
+
+    progress(0.15, "TACO: encode (caption → text adapter) and decode")
+    runs: list[CodecRun] = []
+    taco = run(
+        taco_codec,
+        row_id="taco",
+        label="TACO",
+        caption=caption,
+        lmbda=None if target_bpp else lam,
+        target_bpp=target_bpp,
+    )
+    runs.append(taco)
+    if target_bpp is not None:
+        rate_text = (
+            f"target {target_bpp:.3f} bpp → TACO λ = {taco.lmbda:.3g}, {taco.bpp:.3f} bpp achieved"
+            if taco.lmbda is not None
+            else f"target {target_bpp:.3f} bpp → {taco.bpp:.3f} bpp achieved"
+        )
+        lam = taco.lmbda
+
+    elic_codec = None
+    if ms.elic:
+        progress(0.45, f"Loading {ms.elic}")
+        try:
+            elic_codec = load_learned(backend, ms.elic, ms)
+            random_weights = random_weights or is_random(elic_codec)
+        except TacoError as exc:
+            notes.append(f"ELIC unavailable: {first_line(exc)}")
+    if elic_codec is not None:
+        progress(0.5, "ELIC: encode and decode (no text)")
+        elic_lam = RateSpec.of(elic_codec).fit(lam)
+        runs.append(run(elic_codec, row_id="elic", label="ELIC (same λ)", lmbda=elic_lam))
+
+    if rate_matched:
+        target = taco.bpp
+        if elic_codec is not None:
+            progress(0.65, f"ELIC: searching λ for {target:.3f} bpp")
+            try:
+                runs.append(run(elic_codec, row_id="elic@bpp", label="ELIC @ TACO bpp", target_bpp=target))
+            except TacoError as exc:
+                notes.append(f"ELIC rate matching failed: {first_line(exc)}")
+        for i, cname in enumerate(classical):
+            progress(0.8 + 0.05 * i, f"{cname.upper()}: searching quality for {target:.3f} bpp")
+            try:
+                codec = backend.classical_codec(cname)
+                runs.append(
+                    run(
+                        codec,
+                        row_id=f"{cname}@bpp",
+                        label=f"{cname.upper() if cname != 'webp' else 'WebP'} @ TACO bpp",
+                        target_bpp=target,
+                        learned=False,
+                    )
+                )
+            except TacoError as exc:
+                notes.append(f"{cname.upper()} unavailable: {first_line(exc)}")
+    progress(1.0, "Done")
+    return CompareResult(
+        image=arr,
+        name=name,
+        model_set=ms,
+        caption=caption,
+        rate_text=rate_text,
+        lmbda=lam,
+        runs=runs,
+        notices=notices,
+        notes=notes,
+        total_ms=(time.perf_counter() - t_start) * 1e3,
+        random_weights=random_weights,
+    )

@@ -1,0 +1,328 @@
+"""The demo's callbacks: component values in, the service functions' results out.
+
+`CompareRequest` is the comparison's inputs by name (Gradio passes them in the order of
+`COMPARE_FIELDS`, which `app.ui.layout` builds its input list from); `Callbacks` holds the backend,
+the model sets and the reference curves, and turns every `TacoError` into a one-line `gr.Error`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from app.errors import TacoError, first_line
+from app.ui import plots
+from app.ui.backend import Backend
+from app.ui.caption_effect import (
+    caption_diff_maps,
+    caption_effect_frame,
+    caption_effect_pair,
+    caption_effect_summary,
+    run_caption_effect,
+)
+from app.ui.captions import auto_caption, caption_token_markdown
+from app.ui.compare import CompareResult, input_notice, run_compare
+from app.ui.decode_tab import decode_bitstream
+from app.ui.defaults import LPIPS_LABELS, MAX_TARGET_BPP, MIN_TARGET_BPP, ProgressFn
+from app.ui.model_sets import ModelSet, pick_model_set
+from app.ui.present import (
+    colorbar_html,
+    error_legend_html,
+    error_maps,
+    metrics_frame,
+    metrics_records,
+    side_labels_html,
+    slider_pair,
+    status_markdown,
+    view_note,
+    write_bitstreams,
+)
+from app.ui.rate import rate_label, slider_step
+from app.ui.references import RefCurve, rd_points
+
+log = logging.getLogger(__name__)
+
+#: Views of the slider that need the rate-matched rows.
+RATE_MATCHED_VIEWS = ("TACO | ELIC @ TACO bpp", "TACO | JPEG @ TACO bpp")
+
+
+@dataclass(frozen=True)
+class CompareRequest:
+    """What the user asked the comparison for (one field per input component)."""
+
+    image: Any
+    caption: str
+    rate: float
+    use_target: bool
+    target_bpp: float | None
+    model_set: str
+    rate_matched: bool
+    view: str
+    lpips_conv: str
+
+    @classmethod
+    def of(cls, values: Sequence[Any]) -> CompareRequest:
+        """From the input values, in the order of `COMPARE_FIELDS`."""
+        return cls(*values)
+
+    @property
+    def target(self) -> float | None:
+        """The bpp to search for, or None (the slider's λ)."""
+        return float(self.target_bpp) if self.use_target and self.target_bpp else None
+
+    @property
+    def convention(self) -> str:
+        return self.lpips_conv if self.lpips_conv in LPIPS_LABELS else "standard"
+
+    def with_(self, **changes: Any) -> CompareRequest:
+        return dataclasses.replace(self, **changes)
+
+
+#: The comparison's inputs, in the order Gradio passes them.
+COMPARE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(CompareRequest))
+#: The comparison's outputs, in the order `Callbacks.present` returns them.
+COMPARE_OUTPUTS: tuple[str, ...] = (
+    "slider", "table", "err_slider", "err_legend", "rd_plot", "bitstreams", "status",
+    "metrics_json",
+)
+#: The outputs the second, rate-matched step updates.
+EXTRA_OUTPUTS: tuple[str, ...] = ("table", "rd_plot", "status", "metrics_json")
+
+
+def as_gr_error(exc: BaseException) -> gr.Error:
+    if isinstance(exc, TacoError):
+        msg = first_line(exc)
+    else:
+        log.exception("unexpected error in a demo callback")
+        msg = f"Unexpected error ({type(exc).__name__}): {first_line(exc)}"
+    return gr.Error(html.escape(msg, quote=False), print_exception=False)
+
+
+def progress_fn(progress: gr.Progress) -> ProgressFn:
+    def cb(fraction: float, desc: str) -> None:
+        try:
+            progress(fraction, desc=desc)
+        except Exception:  # progress is cosmetic; never fail a request on it
+            pass
+
+    return cb
+
+
+class Callbacks:
+    """Every event handler of the demo, bound to one backend and one set of model sets."""
+
+    def __init__(self, backend: Backend, sets: Mapping[str, ModelSet],
+                 references: Sequence[RefCurve]) -> None:
+        self.backend = backend
+        self.sets = dict(sets)
+        self.default_set = next(iter(self.sets))
+        self.references = list(references)
+
+    def pick(self, label: str | None) -> ModelSet:
+        return pick_model_set(label or self.default_set, self.sets)
+
+    # ------------------------------------------------------------------ the comparison
+
+    def run(self, req: CompareRequest, progress: gr.Progress, *,
+            rate_matched: bool | None = None) -> CompareResult:
+        return run_compare(
+            req.image,
+            req.caption,
+            req.rate,
+            target_bpp=req.target,
+            model_set=self.pick(req.model_set),
+            rate_matched=req.rate_matched if rate_matched is None else rate_matched,
+            lpips_convention=req.convention,  # type: ignore[arg-type]
+            backend=self.backend,
+            progress=progress_fn(progress),
+        )
+
+    def present(self, result: CompareResult, view: str, lpips_conv: str) -> tuple:
+        maps = error_maps(result)
+        paths = write_bitstreams(result)
+        fig = plots.rd_figure(rd_points(result.runs), self.references, lpips_conv)
+        err_value = (maps.left, maps.right) if maps else None
+        legend = error_legend_html(maps) if maps else ""
+        status = status_markdown(result)
+        note = view_note(result, view)
+        if note:
+            status += "\n\n" + note
+        return (
+            slider_pair(result, view),
+            metrics_frame(result),
+            err_value,
+            legend,
+            fig,
+            [str(p) for p in paths.values()],
+            status,
+            metrics_records(result),
+        )
+
+    def compare(
+        self,
+        image: str | None,
+        caption: str,
+        rate: float,
+        use_target: bool,
+        target_bpp: float | None,
+        model_set: str,
+        rate_matched: bool,
+        view: str,
+        lpips_conv: str,
+        progress: gr.Progress = gr.Progress(),
+    ) -> tuple:
+        """Compare TACO with ELIC (same λ) and, optionally, ELIC/JPEG/WebP/AVIF at TACO's bpp.
+
+        Args:
+            image: the input image (any common format; the long side is capped at 768 px).
+            caption: text for TACO's encoder (never transmitted; may be empty).
+            rate: bitrate slider position, 0 (lowest) to 100 (highest), mapped to λ.
+            use_target: search TACO's λ for `target_bpp` instead of using `rate`.
+            target_bpp: the bpp to aim for when `use_target` is true.
+            model_set: which models to use (label of a model set).
+            rate_matched: also run ELIC, JPEG, WebP and AVIF searched to TACO's bpp.
+            view: which pair the slider shows, e.g. "TACO | ELIC" or "Original | TACO".
+            lpips_conv: "standard" or "paper" LPIPS convention.
+        Returns:
+            slider pair, metrics table, error-map pair, colour bar HTML, RD figure,
+            the TACO and ELIC .taco files, status Markdown, metrics as JSON records.
+        """
+        req = CompareRequest(image, caption, rate, use_target, target_bpp, model_set,
+                             rate_matched, view, lpips_conv)
+        try:
+            return self.present(self.run(req, progress), req.view, req.lpips_conv)
+        except Exception as exc:
+            raise as_gr_error(exc) from None
+
+    def compare_fast(self, *values: Any, progress: gr.Progress = gr.Progress()) -> tuple:
+        """TACO and ELIC only (fast first answer in the UI; rate-matched rows follow)."""
+        req = CompareRequest.of(values)
+        try:
+            return self.present(self.run(req, progress, rate_matched=False), req.view,
+                                req.lpips_conv)
+        except Exception as exc:
+            raise as_gr_error(exc) from None
+
+    def compare_extras(self, *values: Any, progress: gr.Progress = gr.Progress()) -> tuple:
+        """Second step in the UI: add the rate-matched rows (table, RD chart, status, JSON)."""
+        req = CompareRequest.of(values)
+        if not req.rate_matched or not req.image:
+            return (gr.skip(),) * len(EXTRA_OUTPUTS)
+        try:
+            full = self.present(self.run(req, progress), req.view, req.lpips_conv)
+        except Exception as exc:
+            raise as_gr_error(exc) from None
+        out = dict(zip(COMPARE_OUTPUTS, full, strict=True))
+        return tuple(out[name] for name in EXTRA_OUTPUTS)
+
+    def compare_on_release(self, *values: Any, progress: gr.Progress = gr.Progress()) -> tuple:
+        if not CompareRequest.of(values).image:
+            return (gr.skip(),) * len(COMPARE_OUTPUTS)
+        return self.compare_fast(*values, progress=progress)
+
+    def validate_compare(self, *values: Any) -> list[dict]:
+        req = CompareRequest.of(values)
+        target_ok = not req.use_target or (
+            req.target_bpp is not None and MIN_TARGET_BPP <= float(req.target_bpp) <= MAX_TARGET_BPP
+        )
+        checks = {
+            "image": (req.image is not None, "Upload an image or pick an example first."),
+            "target_bpp": (
+                target_ok, f"Target bpp must be between {MIN_TARGET_BPP:g} and {MAX_TARGET_BPP:g}."
+            ),
+        }
+        return [gr.validate(*checks.get(name, (True, ""))) for name in COMPARE_FIELDS]
+
+    def switch_view(self, *values: Any, progress: gr.Progress = gr.Progress()) -> tuple:
+        """Change the slider's pair (results come from the cache; recomputed if evicted)."""
+        req = CompareRequest.of(values)
+        if not req.image:
+            return gr.skip(), gr.skip()
+        try:
+            result = self.run(req, progress,
+                              rate_matched=req.rate_matched or req.view in RATE_MATCHED_VIEWS)
+        except Exception as exc:
+            raise as_gr_error(exc) from None
+        return slider_pair(result, req.view), view_note(result, req.view)
+
+    # ------------------------------------------------------------------ small controls
+
+    def token_counter(self, caption: str, model_set: str) -> str:
+        return caption_token_markdown(caption, self.pick(model_set), self.backend)
+
+    def rate_line(self, model_set: str, rate: float) -> str:
+        return rate_label(self.pick(model_set), rate, self.backend)
+
+    def on_model_set(self, model_set: str, rate: float, caption: str) -> tuple:
+        chosen = self.pick(model_set)
+        step = slider_step(chosen, self.backend)
+        value = round(rate / step) * step if step > 1 else rate
+        return (
+            gr.Slider(step=step, value=value),
+            rate_label(chosen, value, self.backend),
+            caption_token_markdown(caption, chosen, self.backend),
+        )
+
+    def input_notice(self, image: str | None) -> str:
+        return input_notice(image, self.backend)
+
+    def auto_caption(self, image: str | None, caption: str) -> str:
+        if not image:
+            gr.Warning("Upload an image first.")
+            return caption
+        text, message = auto_caption(image, caption, self.backend)
+        (gr.Info if text != caption else gr.Warning)(html.escape(message))
+        return text
+
+    # ------------------------------------------------------------------ other tabs
+
+    def caption_effect(
+        self,
+        image: str | None,
+        caption: str,
+        second: str,
+        rate: float,
+        model_set: str,
+        view: str,
+        progress: gr.Progress = gr.Progress(),
+    ) -> tuple:
+        """TACO under your caption, an empty caption and a second caption (same λ)."""
+        try:
+            eff = run_caption_effect(
+                image,
+                caption,
+                second,
+                rate,
+                model_set=self.pick(model_set),
+                backend=self.backend,
+                progress=progress_fn(progress),
+            )
+        except Exception as exc:
+            raise as_gr_error(exc) from None
+        maps = caption_diff_maps(eff)
+        legend = colorbar_html(maps.vmax, "|x̂(your caption) − x̂(other caption)|, 8-bit levels")
+        return (
+            caption_effect_pair(eff, view),
+            (maps.vs_empty, maps.vs_second),
+            legend,
+            caption_effect_frame(eff),
+            caption_effect_summary(eff, maps),
+        )
+
+    @staticmethod
+    def cap_side_labels(view: str) -> str:
+        right = "Second caption" if "second" in view else "Empty caption"
+        return side_labels_html("Your caption", right)
+
+    def decode(self, file: Any) -> tuple:
+        """Decode an uploaded .taco file; no caption is involved."""
+        try:
+            return decode_bitstream(file, self.backend)
+        except Exception as exc:
+            raise as_gr_error(exc) from None
