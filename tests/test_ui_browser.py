@@ -118,13 +118,48 @@ def test_example_runs_and_shows_slider_and_metrics(page_url):
             browser.close()
 
 
+def test_attention_tab_renders_a_heat_map_and_the_words(page_url):
+    """The caption-attention tab: after an example filled image and caption, the button draws the
+    heat-map of the most attended word and lists the words by attention share."""
+    if _tiny_available() is not None:
+        pytest.skip("the attention maps need the tiny TACO (model code not importable)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(page_url)
+            page.wait_for_selector("#taco-compare-btn", timeout=120_000)
+            page.locator(".gallery-item").first.click()
+            page.wait_for_selector("#taco-metrics .table-container:not(.no-rows)", timeout=300_000)
+            page.get_by_role("tab", name="Caption attention").click()
+            page.get_by_role("button", name="Show where the encoder looks").click()
+            page.wait_for_selector("#taco-att-image img", timeout=300_000)
+            page.wait_for_function(
+                "document.querySelector('#taco-att-rank') && "
+                "document.querySelector('#taco-att-rank').innerText.includes('%')",
+                timeout=120_000,
+            )
+            ranking = page.inner_text("#taco-att-rank")
+            assert "espresso" in ranking.lower() and "padding" in ranking, ranking
+            assert page.locator("#taco-att-image img").get_attribute("src")
+            assert not errors, errors
+        finally:
+            browser.close()
+
+
 # ------------------------------------------------------------------------------------------------
 # Screenshot for docs/: `python tests/test_ui_browser.py docs/screenshot.png [--stand-in]`
+# (`--attention`: the caption-attention tab after the example, e.g. docs/attention.png)
 # (default: the shipped models and examples; --stand-in: the fake quantiser codecs, layout only)
 # ------------------------------------------------------------------------------------------------
 
 
-def take_screenshot(out: str, stand_in: bool = False, example: int = 1, height: int = 1240) -> None:
+def take_screenshot(out: str, stand_in: bool = False, example: int = 1, height: int = 1240,
+                    attention: bool = False) -> None:
     import tempfile
 
     from playwright.sync_api import sync_playwright
@@ -152,6 +187,12 @@ def take_screenshot(out: str, stand_in: bool = False, example: int = 1, height: 
             page.locator(".gallery-item").nth(example).click()
             page.wait_for_selector("#taco-metrics .table-container:not(.no-rows)", timeout=900_000)
             page.wait_for_timeout(4000)
+            if attention:
+                page.get_by_role("tab", name="Caption attention").click()
+                page.get_by_role("button", name="Show where the encoder looks").click()
+                page.wait_for_selector("#taco-att-image img", timeout=900_000)
+                page.wait_for_timeout(2000)
+                page.locator("#taco-att-image").scroll_into_view_if_needed()
             page.screenshot(path=out)
             browser.close()
     finally:
@@ -162,4 +203,5 @@ if __name__ == "__main__":
     import sys
 
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    take_screenshot(args[0] if args else "docs/screenshot.png", "--stand-in" in sys.argv)
+    take_screenshot(args[0] if args else "docs/screenshot.png", "--stand-in" in sys.argv,
+                    attention="--attention" in sys.argv)

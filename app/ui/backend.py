@@ -34,6 +34,7 @@ class Backend(Protocol):
     def decompress(self, data: bytes) -> Image.Image: ...
     def decompress_untrusted(self, data: bytes) -> Image.Image: ...
     def read_header(self, data: bytes) -> Header: ...
+    def word_attention(self, codec: Codec, image: np.ndarray, caption: str) -> Any: ...
     def available_model_sets(self) -> dict[str, dict[str, str]]: ...
 
 
@@ -92,6 +93,10 @@ class PackageBackend:
 
     def read_header(self, data: bytes) -> Header:
         return _import("app.codecs").read_header(data)
+
+    def word_attention(self, codec: Codec, image: np.ndarray, caption: str) -> Any:
+        """`app.attention.word_attention` (TACO's per-word cross-attention maps)."""
+        return _import("app.attention").word_attention(codec, image, caption)
 
     def available_model_sets(self) -> dict[str, dict[str, str]]:
         return _import("app.codecs").available_model_sets()

@@ -18,6 +18,7 @@ import gradio as gr
 
 from app.errors import TacoError, first_line
 from app.ui import plots
+from app.ui.attention_tab import run_attention
 from app.ui.backend import Backend
 from app.ui.caption_effect import (
     caption_diff_maps,
@@ -314,6 +315,15 @@ class Callbacks:
             caption_effect_frame(eff),
             caption_effect_summary(eff, maps),
         )
+
+    def attention(self, image: str | None, caption: str, model_set: str,
+                  word: str | None = None) -> tuple:
+        """Heat-map of a caption word over the image, the word list, and the words by mass."""
+        try:
+            view = run_attention(image, caption, word, self.pick(model_set), self.backend)
+        except Exception as exc:
+            raise as_gr_error(exc) from None
+        return view.overlay, gr.Dropdown(choices=view.words, value=view.word), view.ranking_md
 
     @staticmethod
     def cap_side_labels(view: str) -> str:

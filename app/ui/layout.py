@@ -16,6 +16,7 @@ import gradio as gr
 
 from app.settings import get_settings
 from app.ui import plots
+from app.ui.attention_tab import ATTENTION_NOTE
 from app.ui.backend import Backend, default_backend
 from app.ui.caption_effect import CAPTION_COLUMNS, CAPTION_EFFECT_NOTE, CAPTION_VIEWS
 from app.ui.defaults import DEFAULT_RATE, DEFAULT_SECOND_CAPTION, DEFAULT_TARGET_BPP
@@ -277,6 +278,24 @@ def build_demo(
                         )
                     with gr.Column(scale=3, min_width=260):
                         cap_legend = gr.HTML("")
+            with gr.Tab("Caption attention", id="attention"):
+                gr.Markdown(ATTENTION_NOTE)
+                with gr.Row():
+                    with gr.Column(scale=3, min_width=280):
+                        att_btn = gr.Button("Show where the encoder looks", variant="primary")
+                        att_word = gr.Dropdown(
+                            choices=[], label="Word", interactive=True, elem_id="taco-att-word"
+                        )
+                        att_rank = gr.Markdown("", elem_id="taco-att-rank")
+                    with gr.Column(scale=7, min_width=480):
+                        att_image = gr.Image(
+                            label="Attention to the chosen word (warm = more)",
+                            type="numpy",
+                            format="png",
+                            interactive=False,
+                            buttons=["fullscreen"],
+                            elem_id="taco-att-image",
+                        )
             with gr.Tab("Bitstreams", id="bitstreams"):
                 gr.Markdown(
                     "The real files behind the bpp numbers. The header holds the model id, a "
@@ -448,6 +467,21 @@ def build_demo(
             cb.caption_effect,
             [image, caption, second_caption, rate, model_set, cap_view],
             [cap_slider, cap_diff, cap_legend, cap_table, cap_summary],
+            api_visibility="private",
+            show_progress="minimal",
+            **heavy,
+        )
+        att_btn.click(
+            cb.attention,
+            [image, caption, model_set],
+            [att_image, att_word, att_rank],
+            api_name="attention",
+            **heavy,
+        )
+        att_word.input(
+            cb.attention,
+            [image, caption, model_set, att_word],
+            [att_image, att_word, att_rank],
             api_visibility="private",
             show_progress="minimal",
             **heavy,
