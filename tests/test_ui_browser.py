@@ -118,9 +118,9 @@ def test_example_runs_and_shows_slider_and_metrics(page_url):
             browser.close()
 
 
-def test_attention_tab_renders_a_heat_map_and_the_words(page_url):
-    """The caption-attention tab: after an example filled image and caption, the button draws the
-    heat-map of the most attended word and lists the words by attention share."""
+def test_attention_and_zoom_tabs_render(page_url):
+    """After an example: the caption-attention tab draws the heat-map of the most attended word
+    and lists the words by attention share; the zoom tab shows the crops of the same comparison."""
     if _tiny_available() is not None:
         pytest.skip("the attention maps need the tiny TACO (model code not importable)")
     from playwright.sync_api import sync_playwright
@@ -146,6 +146,12 @@ def test_attention_tab_renders_a_heat_map_and_the_words(page_url):
             ranking = page.inner_text("#taco-att-rank")
             assert "espresso" in ranking.lower() and "padding" in ranking, ranking
             assert page.locator("#taco-att-image img").get_attribute("src")
+            # the zoom tab: crops of the same comparison, then a click on the source image
+            page.get_by_role("tab", name="Zoom").click()
+            page.get_by_role("button", name="Show the crops").click()
+            page.wait_for_selector("#taco-zoom img", timeout=300_000)
+            assert page.locator("#taco-zoom img").get_attribute("src")
+            assert page.locator("#taco-zoom-src img").get_attribute("src")
             assert not errors, errors
         finally:
             browser.close()

@@ -46,6 +46,7 @@ from app.ui.present import (
 )
 from app.ui.rate import rate_label, slider_step
 from app.ui.references import RefCurve, rd_points
+from app.ui.zoom import mark_box, zoom_row
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +325,38 @@ class Callbacks:
         except Exception as exc:
             raise as_gr_error(exc) from None
         return view.overlay, gr.Dropdown(choices=view.words, value=view.word), view.ranking_md
+
+    def _zoom(self, req: CompareRequest, point: tuple[float, float] | None,
+              progress: gr.Progress, fraction: bool = False) -> tuple:
+        if not req.image:
+            raise as_gr_error(TacoError("run a comparison first: the crops come from its results"))
+        try:
+            result = self.run(req, progress)  # the comparison's cached rows
+            h, w = result.image.shape[:2]
+            px, py = point if point is not None else (0.5, 0.5) if fraction else (w // 2, h // 2)
+            if fraction:  # slider positions in % of the width / height
+                px, py = px * (w - 1), py * (h - 1)
+            x, y = int(round(px)), int(round(py))
+            return mark_box(result.image, x, y), zoom_row(result, x, y)
+        except Exception as exc:
+            raise as_gr_error(exc) from None
+
+    def zoom(self, image: Any, caption: str, rate: float, use_target: bool,
+             target_bpp: float | None, model_set: str, rate_matched: bool, view: str,
+             lpips_conv: str, evt: gr.SelectData, progress: gr.Progress = gr.Progress()) -> tuple:
+        """Crops around the clicked point of the original, TACO, ELIC and AVIF @ TACO bpp."""
+        req = CompareRequest(image, caption, rate, use_target, target_bpp, model_set,
+                             rate_matched, view, lpips_conv)
+        index = evt.index if isinstance(evt.index, list | tuple) and len(evt.index) == 2 else None
+        point = (int(index[0]), int(index[1])) if index is not None else None
+        return self._zoom(req, point, progress)
+
+    def zoom_at(self, *values: Any, progress: gr.Progress = gr.Progress()) -> tuple:
+        """Crops at the point of the two position sliders (the last two values, in %)."""
+        *request, x_pct, y_pct = values
+        point = (50.0 if x_pct is None else float(x_pct)) / 100.0, \
+            (50.0 if y_pct is None else float(y_pct)) / 100.0
+        return self._zoom(CompareRequest.of(request), point, progress, fraction=True)
 
     @staticmethod
     def cap_side_labels(view: str) -> str:

@@ -296,6 +296,21 @@ def build_demo(
                             buttons=["fullscreen"],
                             elem_id="taco-att-image",
                         )
+            with gr.Tab("Zoom", id="zoom"):
+                gr.Markdown(
+                    "Pick a point (the sliders, or a click on the image): the same region of the "
+                    "original, TACO, ELIC and AVIF at TACO's bpp, 4× enlarged by pixel repetition "
+                    "(no smoothing)."
+                )
+                with gr.Row():
+                    zoom_x = gr.Slider(0, 100, value=50, step=1, label="Zoom centre: x (% of width)")
+                    zoom_y = gr.Slider(0, 100, value=50, step=1, label="y (% of height)")
+                    zoom_btn = gr.Button("Show the crops", variant="secondary")
+                zoom_src = gr.Image(label="Click where to zoom", type="numpy", interactive=False,
+                                    elem_id="taco-zoom-src", height=360)
+                zoom_out = gr.Image(label="4× crops", type="numpy", format="png",
+                                    interactive=False, buttons=["download", "fullscreen"],
+                                    elem_id="taco-zoom")
             with gr.Tab("Bitstreams", id="bitstreams"):
                 gr.Markdown(
                     "The real files behind the bpp numbers. The header holds the model id, a "
@@ -486,6 +501,10 @@ def build_demo(
             show_progress="minimal",
             **heavy,
         )
+        zoom_btn.click(cb.zoom_at, [*compare_inputs, zoom_x, zoom_y], [zoom_src, zoom_out],
+                       api_visibility="private", **heavy)
+        zoom_src.select(cb.zoom, compare_inputs, [zoom_src, zoom_out],
+                        api_visibility="private", show_progress="minimal", **heavy)
         decode_btn.click(cb.decode, [taco_file], [decoded, decode_info], api_name="decode", **heavy)
         taco_file.upload(
             cb.decode, [taco_file], [decoded, decode_info], api_visibility="private", **heavy
