@@ -3,12 +3,13 @@
 * service (no Gradio; numpy / Pillow, the package imported lazily through the backend):
   `backend` (the package behind an injectable `Backend`), `model_sets`, `rate` (slider ↔ λ),
   `cache`, `runs` (one codec on the image, through `app.measure`), `compare` (the comparison),
-  `caption_effect`, `captions` (token counter, auto-caption), `decode_tab`, `references`
+  `caption_effect`, `attention_tab`, `captions` (token counter, auto-caption), `decode_tab`,
+  `references`
   (RD curves), `examples`, `defaults`;
 * presentation: `present` (tables, HTML, error maps, downloads), `plots` (plotly figures),
-  `theme` (CSS, theme, texts);
-* Gradio: `events` (the callbacks, and the comparison request by name) and `layout` (components
-  and wiring).
+  `zoom` (crops), `theme` (CSS, theme, texts);
+* Gradio: `events` (the callbacks, and the comparison request by name), `tabs` (the secondary
+  tabs' components) and `layout` (the page and its wiring).
 
 Importing `app.ui` is cheap; torch and the models load on the first request.
 """
