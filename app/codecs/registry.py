@@ -230,7 +230,10 @@ def available_model_sets() -> dict[str, dict[str, str]]:
         sets["Embedded (offline)"] = {"taco": "taco", "elic": "elic"}
     if official_checkpoints("taco-official"):
         elic = "elic-official" if official_checkpoints("elic-official") else "elic"
-        sets["Official TACO"] = {"taco": "taco-official", "elic": elic}
+        # no paper-size ELIC was ever released: without one, the set says that its ELIC is the
+        # small embedded model (a comparison between models of different sizes)
+        label = "Official TACO" if elic == "elic-official" else "Official TACO (vs the small embedded ELIC)"
+        sets[label] = {"taco": "taco-official", "elic": elic}
     return sets
 
 
