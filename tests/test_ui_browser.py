@@ -177,8 +177,8 @@ def take_screenshot(out: str, stand_in: bool = False, example: int = 1, height: 
         backend = FakeBackend()
         for codec in backend.codecs.values():
             codec.description = "stand-in quantiser"
-        ms = ModelSet("Layout preview (stand-in codecs)", "taco-fake", "elic-fake", True)
-        demo = build_demo(model_sets={ms.label: ms}, backend=backend)
+        model_set = ModelSet("Layout preview (stand-in codecs)", "taco-fake", "elic-fake", True)
+        demo = build_demo(model_sets={model_set.label: model_set}, backend=backend)
     else:
         demo = build_demo()
     _, url, _ = demo.launch(

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from app.display import fmt
+from app.display import MISSING, fmt
 from app.ui.backend import Backend, default_backend
 from app.ui.cache import image_digest
 from app.ui.compare import is_random, load_image, load_learned
@@ -135,7 +135,7 @@ def caption_effect_rows(effect: CaptionEffect) -> list[list[str]]:
                 fmt(r.psnr, 2),
                 "—" if same else f"{d_psnr:+.3f}",
                 fmt(r.lpips, 4),
-                "—" if same else ("n/a" if d_lp is None else f"{d_lp:+.2f} %"),
+                "—" if same else (MISSING if d_lp is None else f"{fmt(d_lp, 2, signed=True)} %"),
             ]
         )
     return rows

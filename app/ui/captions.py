@@ -15,12 +15,12 @@ from app.ui.model_sets import ModelSet, pick_model_set
 log = logging.getLogger(__name__)
 
 
-def text_encoder_kind(ms: ModelSet, backend: Backend) -> str:
+def text_encoder_kind(model_set: ModelSet, backend: Backend) -> str:
     """The text encoder of the set's TACO model (loading it; a missing model raises TacoError)."""
-    codec = backend.load_codec(ms.taco, allow_random=ms.allow_random)
+    codec = backend.load_codec(model_set.taco, allow_random=model_set.allow_random)
     kind = codec.capabilities.text_encoder
     if kind is None:
-        raise TacoError(f"{ms.taco} reads no caption")
+        raise TacoError(f"{model_set.taco} reads no caption")
     return kind
 
 
@@ -33,9 +33,9 @@ def caption_token_markdown(
     """Token counter + truncation notice for the active text encoder."""
     backend = backend or default_backend()
     try:
-        ms = pick_model_set(model_set)
+        model_set = pick_model_set(model_set)
         text = backend.clean_caption(caption or "")
-        kind = text_encoder_kind(ms, backend)
+        kind = text_encoder_kind(model_set, backend)
         info = backend.token_info(kind, text)
     except TacoError as exc:
         return f"Token count unavailable: {exc}"

@@ -105,8 +105,8 @@ def safe_stem(name: str) -> str:
     return stem[:40]
 
 
-def load_learned(backend: Backend, name: str, ms: ModelSet) -> Any:
-    return backend.load_codec(name, allow_random=ms.allow_random)
+def load_learned(backend: Backend, name: str, model_set: ModelSet) -> Any:
+    return backend.load_codec(name, allow_random=model_set.allow_random)
 
 
 def is_random(codec: Codec) -> bool:
@@ -137,7 +137,7 @@ def run_compare(
     t_start = time.perf_counter()
     backend = backend or default_backend()
     progress = progress or no_progress
-    ms = pick_model_set(model_set)
+    model_set = pick_model_set(model_set)
     if target_bpp is not None and not (
         math.isfinite(target_bpp) and MIN_TARGET_BPP <= target_bpp <= MAX_TARGET_BPP
     ):
@@ -153,8 +153,8 @@ def run_compare(
     caption = backend.clean_caption(caption or "")
     notes: list[str] = []
 
-    progress(0.08, f"Loading {ms.taco}")
-    taco_codec = load_learned(backend, ms.taco, ms)
+    progress(0.08, f"Loading {model_set.taco}")
+    taco_codec = load_learned(backend, model_set.taco, model_set)
     spec = RateSpec.of(taco_codec)
     lam = spec.lmbda_at(rate)
     rate_text = spec.describe(rate)
@@ -185,10 +185,10 @@ def run_compare(
         lam = taco.lmbda
 
     elic_codec = None
-    if ms.elic:
-        progress(0.45, f"Loading {ms.elic}")
+    if model_set.elic:
+        progress(0.45, f"Loading {model_set.elic}")
         try:
-            elic_codec = load_learned(backend, ms.elic, ms)
+            elic_codec = load_learned(backend, model_set.elic, model_set)
             random_weights = random_weights or is_random(elic_codec)
         except TacoError as exc:
             notes.append(f"ELIC unavailable: {first_line(exc)}")
@@ -224,7 +224,7 @@ def run_compare(
     return CompareResult(
         image=arr,
         name=name,
-        model_set=ms,
+        model_set=model_set,
         caption=caption,
         rate_text=rate_text,
         lmbda=lam,

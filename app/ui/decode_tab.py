@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from app.display import MISSING
 from app.errors import BitstreamError
 from app.settings import get_settings
 from app.ui.backend import Backend, default_backend
@@ -65,7 +66,7 @@ def decode_bitstream(file: Any, backend: Backend | None = None) -> tuple[np.ndar
     ms = (time.perf_counter() - t0) * 1e3
     arr = to_uint8(img)
     lam = header.lmbda
-    lam_text = "n/a" if lam is None or not math.isfinite(lam) else f"{lam:.4g}"
+    lam_text = MISSING if lam is None or not math.isfinite(lam) else f"{lam:.4g}"
     fp = header.fingerprint
     info = "\n".join(
         [

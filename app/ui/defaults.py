@@ -6,10 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from app.codecs.classical import CLASSICAL_CODECS
+from app.codecs.registry import CLASSICAL
 from app.settings import get_settings
 
-__all__ = ["CLASSICAL_CODECS"]
+#: The classical codecs the comparison matches to TACO's bpp (the registry's names).
+CLASSICAL_CODECS: tuple[str, ...] = CLASSICAL
 
 #: Default slider position (0 = lowest bitrate, 100 = highest).
 DEFAULT_RATE = 50.0

@@ -45,8 +45,9 @@ def load_examples(folder: Path | None = None) -> list[Example]:
 def examples_cache_tag(sets: Mapping[str, ModelSet], checkpoint_dir: Path | None = None) -> str:
     """A folder name that changes when the models change, so cached example outputs never go stale."""
     h = hashlib.sha1()
-    for ms in sets.values():
-        h.update(repr((ms.label, ms.taco, ms.elic, ms.allow_random)).encode())
+    for model_set in sets.values():
+        key = (model_set.label, model_set.taco, model_set.elic, model_set.allow_random)
+        h.update(repr(key).encode())
     ckpt = checkpoint_dir or get_settings().checkpoint_dir
     for p in sorted(ckpt.glob("*.safetensors")) + sorted(ckpt.glob("manifest.json")):
         try:

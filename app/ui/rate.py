@@ -80,8 +80,8 @@ def rate_label(
     """The Markdown line under the bitrate slider (loads the TACO model once, then cached)."""
     backend = backend or default_backend()
     try:
-        ms = pick_model_set(model_set)
-        codec = backend.load_codec(ms.taco, allow_random=ms.allow_random)
+        model_set = pick_model_set(model_set)
+        codec = backend.load_codec(model_set.taco, allow_random=model_set.allow_random)
     except TacoError as exc:
         return f"Bitrate position {position:.0f}/100 · {exc}"
     return RateSpec.of(codec).describe(position)
@@ -90,7 +90,8 @@ def rate_label(
 def slider_step(model_set: ModelSet | str | None, backend: Backend | None = None) -> float:
     backend = backend or default_backend()
     try:
-        ms = pick_model_set(model_set)
-        return RateSpec.of(backend.load_codec(ms.taco, allow_random=ms.allow_random)).step
+        model_set = pick_model_set(model_set)
+        codec = backend.load_codec(model_set.taco, allow_random=model_set.allow_random)
+        return RateSpec.of(codec).step
     except TacoError:
         return 1.0
