@@ -6,7 +6,11 @@ Layout of version 2 (all integers big-endian)::
     0       4     magic  b"TACO"
     4       1     version (= 2)
     5       1     flags: bit 0 = portable coding (exact integer entropy model, decodes the same
-                  on every machine); 0 = the official float32 arithmetic. Other bits must be 0.
+                  on every machine); 0 = the official float32 arithmetic. Bit 1 (only with
+                  bit 0) = half-grid evaluation of the portable entropy model (each
+                  checkerboard half's parameters computed at that half's positions only, the
+                  arithmetic every build writes now); bit 0 alone = the earlier full-grid
+                  evaluation ("portable-full"), still read. Other bits must be 0.
     6       1     n = length of the model id (1..MAX_MODEL_ID)
     7       n     model id, ASCII (e.g. "taco-small", "taco-official")
     7+n     8     checkpoint fingerprint (first 8 bytes of the weights' SHA-256)
@@ -46,7 +50,13 @@ VERSION = 2
 VERSIONS = (1, 2)
 #: Flag bit 0: the portable (exact) coding path.
 FLAG_PORTABLE = 0x01
-PORTABLE, FLOAT = "portable", "float"
+#: Flag bit 1 (with bit 0): the portable path's half-grid evaluation.
+FLAG_HALF_GRID = 0x02
+#: Coding paths: exact half-grid (written by default), exact full-grid (files of earlier builds),
+#: official float32.
+PORTABLE, PORTABLE_FULL, FLOAT = "portable", "portable-full", "float"
+_CODING_FLAGS = {PORTABLE: FLAG_PORTABLE | FLAG_HALF_GRID, PORTABLE_FULL: FLAG_PORTABLE, FLOAT: 0}
+_FLAG_CODINGS = {v: k for k, v in _CODING_FLAGS.items()}
 MAX_MODEL_ID = 64
 MAX_SIDE = 16384
 MAX_STRINGS = 8
@@ -67,7 +77,7 @@ class Header:
     lmbda: float | None
     height: int
     width: int
-    coding: str = PORTABLE  # "portable" | "float"
+    coding: str = PORTABLE  # "portable" | "portable-full" | "float"
     tables_crc: int | None = None  # None only in version-1 files
     symbols_crc: int | None = None
     version: int = VERSION
@@ -96,7 +106,7 @@ def pack(header: Header, strings: list[bytes]) -> bytes:
         raise ValueError(f"1..{MAX_STRINGS} strings expected")
     if header.version not in VERSIONS:
         raise ValueError(f"cannot write .taco version {header.version}")
-    if header.coding not in (PORTABLE, FLOAT):
+    if header.coding not in _CODING_FLAGS:
         raise ValueError(f"unknown coding {header.coding!r}")
     lmbda = math.nan if header.lmbda is None else float(header.lmbda)
     if header.version == 1:
@@ -107,7 +117,7 @@ def pack(header: Header, strings: list[bytes]) -> bytes:
     else:
         if header.tables_crc is None or header.symbols_crc is None:
             raise ValueError("version-2 files need the tables and symbols checks")
-        flags = FLAG_PORTABLE if header.coding == PORTABLE else 0
+        flags = _CODING_FLAGS[header.coding]
         fixed = _FIXED.pack(MAGIC, 2, flags, len(mid))
         middle = _MID2.pack(header.fingerprint, lmbda, header.height, header.width,
                             header.tables_crc, header.symbols_crc, len(strings))
@@ -140,7 +150,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
             f"unsupported .taco version {version} (this build reads versions "
             f"{', '.join(map(str, VERSIONS))})"
         )
-    if flags & ~(FLAG_PORTABLE if version == 2 else 0):
+    if flags not in (_FLAG_CODINGS if version == 2 else (0,)):
         raise BitstreamError(f"unsupported .taco flags 0x{flags:02x} for version {version}")
     mid_struct = _MID2 if version == 2 else _MID
     if not 1 <= mid_len <= MAX_MODEL_ID:
@@ -188,7 +198,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     for length in lengths:
         strings.append(data[pos : pos + length])
         pos += length
-    coding = PORTABLE if flags & FLAG_PORTABLE else FLOAT
+    coding = _FLAG_CODINGS[flags]
     header = Header(model_id, fingerprint, lmbda_v, int(height), int(width), coding,
                     tables_crc, symbols_crc, int(version))
     return header, strings

@@ -23,7 +23,8 @@ from app import bitstream
 from app.codecs import decode_notes, load_codec
 from app.errors import BitstreamError
 from app.models import create_model
-from app.models.exact import ACT_SHIFT, ExactConv, pow2, quantise
+from app.models.exact import ACT_SHIFT, CheckerboardContext, ExactConv, pow2, quantise
+from app.models.layers import ANCHOR, NONANCHOR, squeeze_half, unsqueeze_half
 from app.models.tables import portable_scale_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,6 +93,37 @@ def test_stride_1_transposed_conv_runs_as_the_same_integer_sums() -> None:
     ref = acc * (step.view(1, -1, 1, 1) * pow2(e - ACT_SHIFT).view(-1, 1, 1, 1))
     ref = ref + layer.bias.detach().double().view(1, -1, 1, 1)
     assert torch.equal(exact(x), ref)
+
+
+@pytest.mark.parametrize("size", [(32, 48), (7, 10), (1, 2), (2, 4)])
+def test_checkerboard_context_is_the_full_exact_conv_at_the_non_anchors(size) -> None:
+    """The half-grid checkerboard conv gives exactly the full exact conv's non-anchor outputs."""
+    torch.manual_seed(1)
+    layer = torch.nn.Conv2d(12, 20, 5, padding=2)
+    full = ExactConv(layer, torch.device("cpu"))
+    half = CheckerboardContext(layer, torch.device("cpu"))
+    h, w = size
+    x = unsqueeze_half(torch.randn(2, 12, h, w // 2, dtype=torch.float64) * 3, ANCHOR)
+    assert torch.equal(half(x), squeeze_half(full(x), NONANCHOR))
+
+
+def test_half_and_full_grid_files_both_decode_and_agree() -> None:
+    """Default files carry the half-grid flag; full-grid files (earlier builds) still decode, and
+    the two arithmetics give nearly the same file and picture (they differ only in activation
+    steps)."""
+    img = np.asarray(__import__("PIL.Image").Image.open(ROOT / "assets" / "coffee.png").convert("RGB"))
+    img = img[:128, :192]
+    out = {}
+    for coding in ("portable", "portable-full"):
+        codec = load_codec("elic", coding=coding)
+        data = codec.compress(img, lmbda=0.01)
+        flags = data[5]
+        assert flags == {"portable": 0x03, "portable-full": 0x01}[coding]
+        assert bitstream.read_header(data).coding == coding
+        out[coding] = (len(data), np.asarray(codec.decompress(data)).astype(np.int16))
+    (n_half, rec_half), (n_full, rec_full) = out["portable"], out["portable-full"]
+    assert abs(n_half - n_full) <= 0.01 * n_full + 8
+    assert np.abs(rec_half - rec_full).mean() < 0.5
 
 
 def test_exact_conv_refuses_too_wide_layers() -> None:

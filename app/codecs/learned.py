@@ -30,7 +30,7 @@ from app.settings import get_settings
 
 PAD = 64
 #: Coding paths a learned codec can encode with (the file records which one it used).
-CODINGS = (bitstream.PORTABLE, bitstream.FLOAT)
+CODINGS = (bitstream.PORTABLE, bitstream.PORTABLE_FULL, bitstream.FLOAT)
 
 
 # --------------------------------------------------------------------------- weights bookkeeping
@@ -79,7 +79,8 @@ class LearnedCodec:
             raise ConfigError(f"coding must be one of {', '.join(CODINGS)}, got {coding!r}")
         self.name = name
         #: How this codec *encodes*: "portable" (exact entropy model, decodes the same on every
-        #: machine) or "float" (the official float32 arithmetic). Decoding follows each file.
+        #: machine), "portable-full" (its full-grid evaluation, as earlier builds wrote) or
+        #: "float" (the official float32 arithmetic). Decoding follows each file.
         self.coding = coding
         #: Where the model runs ("cpu", "cuda", "cuda:1"); files are the same bytes-level format
         #: everywhere, and portable ones decode the same on any device.

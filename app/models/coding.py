@@ -30,10 +30,12 @@ from app.models.exact import ExactEntropyModel
 from app.models.layers import ANCHOR, NONANCHOR, squeeze_half, unsqueeze_half
 from app.models.tables import CodingTables, float_tables, portable_tables
 
-#: Coding paths: exact integer entropy model (default) / official float32 arithmetic.
+#: Coding paths: exact integer entropy model, half-grid (default) or full-grid (the arithmetic of
+#: earlier builds' files) / official float32 arithmetic.
 PORTABLE = "portable"
+PORTABLE_FULL = "portable-full"
 FLOAT = "float"
-CODINGS = (PORTABLE, FLOAT)
+CODINGS = (PORTABLE, PORTABLE_FULL, FLOAT)
 
 #: Intra-op threads of the *float* coding path for every computation the decoder must reproduce
 #: (h_s, the context models and the parameter aggregation). oneDNN's conv results depend on the
@@ -98,8 +100,8 @@ class RealCoding(CompressionModel):
     def coder(self, coding: str = PORTABLE) -> tuple[Any, CodingTables]:
         """``(entropy parameter model, tables)`` of a coding path, built once per ``update()``.
 
-        ``"portable"``: :class:`~app.models.exact.ExactEntropyModel` and float64-derived tables —
-        the same numbers on every machine. ``"float"``: the float32 modules and CompressAI's
+        ``"portable"`` / ``"portable-full"``: :class:`~app.models.exact.ExactEntropyModel` (half-
+        / full-grid) and float64-derived tables — the same numbers on every machine. ``"float"``: the float32 modules and CompressAI's
         tables, as the official code computes them (reproduces its bitstreams on the CPU class
         they were made on; elsewhere a stream may not decode, which the file's checks detect).
         """
@@ -115,8 +117,9 @@ class RealCoding(CompressionModel):
                 raise RuntimeError(
                     "entropy coder tables are empty: call model.update(force=True) first"
                 )
-            if coding == PORTABLE:
-                cache[coding] = (ExactEntropyModel(self), portable_tables(gc, eb))
+            if coding in (PORTABLE, PORTABLE_FULL):
+                cache[coding] = (ExactEntropyModel(self, half_grid=coding == PORTABLE),
+                                 portable_tables(gc, eb))
             else:
                 cache[coding] = (_FloatEntropyModel(self), float_tables(gc, eb))
         return cache[coding]

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from app.errors import ConfigError
+from app.models.layers import ANCHOR, NONANCHOR, squeeze_half, unsqueeze_half
 
 __all__ = ["ACT_SHIFT", "WEIGHT_MAX", "ExactConv", "ExactEntropyModel", "pow2", "quantise"]
 
@@ -72,8 +73,10 @@ def quantise(x: Tensor) -> tuple[Tensor, Tensor]:
     ``e`` (B,) is the binary exponent of the sample's largest magnitude (0 for an all-zero sample),
     so ``|a_int| <= 2^23``. Raises ``FloatingPointError`` on non-finite input.
     """
-    low, high = torch.aminmax(x.flatten(1), dim=1)
-    peak = torch.maximum(high, -low)
+    # amax / amin over all non-batch dims at once: exact (a max does not round), and several
+    # times faster than ``aminmax`` over ``flatten(1)``, which copies a channels-last tensor.
+    dims = tuple(range(1, x.dim()))
+    peak = torch.maximum(x.amax(dim=dims), x.amin(dim=dims).neg_())
     if not bool(torch.isfinite(peak).all()):
         raise FloatingPointError("non-finite value in the entropy model")
     _, e = torch.frexp(peak)
@@ -138,6 +141,50 @@ class ExactConv:
         return self._finish(acc, e)
 
 
+class CheckerboardContext:
+    """The checkerboard context conv, exactly, at the non-anchor positions only.
+
+    Its input is zero at the non-anchor positions and only its non-anchor outputs are read, so
+    each output sums only the taps at odd ``dr + dc``. On the squeezed halves (see
+    :func:`~app.models.layers.squeeze_half`) that is, per output-row parity, a 5×3-tap conv of
+    the squeezed anchors with row stride 2: the same integer products as the full conv at those
+    positions (plus exact zeros), about 30 % of its work. Same weights, activation step and
+    rescaling as :class:`ExactConv` of the layer, so the result equals ``squeeze_half(full
+    exact conv, NONANCHOR)`` bit for bit.
+    """
+
+    def __init__(self, layer: nn.Conv2d, device: torch.device) -> None:
+        self.conv = ExactConv(layer, device)
+        kh, kw = self.conv.kernel
+        if (kh, kw) != (5, 5) or self.conv.padding != (2, 2) or self.conv.stride != (1, 1):
+            self.kernels: list[Tensor] | None = None  # other shapes: full conv, then squeeze
+            return
+        w = self.conv.weight.contiguous()
+        self.kernels = []
+        for rho in (0, 1):  # output row parity; the non-anchor column is 2j + rho
+            k = w.new_zeros((*w.shape[:2], 5, 3))
+            for dr in range(-2, 3):
+                for dc in range(-2, 3):
+                    if (dr + dc) % 2 == 0:
+                        continue  # lands on a non-anchor input: zero
+                    s = (rho + dc - 1 + (rho + dr) % 2) // 2
+                    k[:, :, dr + 2, s + 1] = w[:, :, dr + 2, dc + 2]
+            self.kernels.append(k.contiguous(memory_format=torch.channels_last))
+
+    def __call__(self, anchor_hat: Tensor) -> Tensor:
+        """``anchor_hat`` (B, C, H, W), zero off the anchors -> non-anchor outputs (B, C', H, W/2)."""
+        if self.kernels is None or NONANCHOR != 0:
+            return squeeze_half(self.conv(anchor_hat), NONANCHOR)
+        # max|x| over the anchors equals max|x| over the full tensor (the rest is zeros).
+        a, e = quantise(squeeze_half(anchor_hat, ANCHOR))
+        padded = F.pad(a, (1, 1, 2, 2)).contiguous(memory_format=torch.channels_last)
+        b, _, h, w2 = a.shape
+        acc = a.new_empty((b, self.kernels[0].shape[0], h, w2))
+        for rho, k in enumerate(self.kernels[:h]):  # a one-row latent has no odd rows
+            acc[:, :, rho::2] = F.conv2d(padded[:, :, rho:], k, None, (2, 1))
+        return self.conv._finish(acc, e)
+
+
 class ExactSequential:
     """An ``nn.Sequential`` of convs and ReLUs, evaluated with :class:`ExactConv`."""
 
@@ -168,13 +215,24 @@ class ExactEntropyModel:
     The same interface as the model's float path (see ``ELIC._coding_path``): ``hyper``,
     ``channel_ctx``, ``anchor``, ``local`` and ``nonanchor``. Intermediate results stay float64;
     the returned scales and means are rounded once to float32.
+
+    ``half_grid`` (the default, files with :data:`app.bitstream.FLAG_HALF_GRID`) evaluates the
+    parameter aggregation of each checkerboard half at that half's positions only, and the
+    checkerboard context at the non-anchor positions only — the only ones the coder reads, so the
+    work of those networks halves. The activation steps of the aggregation's layers then come
+    from the maxima over those positions, which is why it is a separate, flagged arithmetic.
+    ``half_grid=False`` is the earlier full-grid evaluation (files without the flag), kept so
+    that they still decode.
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, half_grid: bool = True) -> None:
         device = next(model.parameters()).device
         self.device = device
+        self.half_grid = half_grid
         self.h_s = ExactSequential(model.h_s.increase, device)
         self.local_context = [ExactConv(c, device) for c in model.local_context]
+        self.checkerboard = ([CheckerboardContext(c, device) for c in model.local_context]
+                             if half_grid else [])
         self.channel_context: list[ExactSequential | None] = [None] + [
             ExactSequential(c.fushion, device) for c in list(model.channel_context)[1:]
         ]
@@ -193,23 +251,41 @@ class ExactEntropyModel:
     def _f64(parts: Sequence[Tensor]) -> Tensor:
         return torch.cat([p.to(torch.float64) for p in parts], dim=1)
 
-    def hyper(self, z_hat: Tensor) -> Tensor:
-        return self.h_s(z_hat.to(torch.float64))
+    def hyper(self, z_hat: Tensor) -> Any:
+        hyper = self.h_s(z_hat.to(torch.float64))
+        if not self.half_grid:
+            return hyper
+        # Both halves are read by every slice: squeeze them once.
+        return {parity: squeeze_half(hyper, parity) for parity in (ANCHOR, NONANCHOR)}
 
     def channel_ctx(self, index: int, decoded: list[Tensor]) -> Tensor | None:
         net = self.channel_context[index]
         return None if net is None else net(self._f64(decoded))
 
-    def anchor(self, index: int, ctx: Tensor | None, hyper: Tensor) -> tuple[Tensor, Tensor]:
-        inp = hyper if ctx is None else self._f64([ctx, hyper])
-        scales, means = self.entropy_anchor[index](inp).chunk(2, 1)
+    def _params(self, net: ExactSequential, parts: list[Tensor], parity: int
+                ) -> tuple[Tensor, Tensor]:
+        out = net(self._f64(parts))
+        if self.half_grid:
+            out = unsqueeze_half(out, parity)
+        scales, means = out.chunk(2, 1)
         return scales.float(), means.float()
+
+    def anchor(self, index: int, ctx: Tensor | None, hyper: Any) -> tuple[Tensor, Tensor]:
+        if self.half_grid:
+            hyper = hyper[ANCHOR]
+            ctx = None if ctx is None else squeeze_half(ctx, ANCHOR)
+        parts = [hyper] if ctx is None else [ctx, hyper]
+        return self._params(self.entropy_anchor[index], parts, ANCHOR)
 
     def local(self, index: int, anchor_hat: Tensor) -> Tensor:
+        if self.half_grid:
+            return self.checkerboard[index](anchor_hat.to(torch.float64))
         return self.local_context[index](anchor_hat.to(torch.float64))
 
-    def nonanchor(self, index: int, local: Tensor, ctx: Tensor | None, hyper: Tensor
+    def nonanchor(self, index: int, local: Tensor, ctx: Tensor | None, hyper: Any
                   ) -> tuple[Tensor, Tensor]:
+        if self.half_grid:
+            hyper = hyper[NONANCHOR]
+            ctx = None if ctx is None else squeeze_half(ctx, NONANCHOR)
         parts = [local, hyper] if ctx is None else [local, ctx, hyper]
-        scales, means = self.entropy_nonanchor[index](self._f64(parts)).chunk(2, 1)
-        return scales.float(), means.float()
+        return self._params(self.entropy_nonanchor[index], parts, NONANCHOR)

@@ -96,4 +96,6 @@ def _coding_text(header: Header) -> str:
     if header.coding == "float":
         return ("version 2, float (official arithmetic): checked — decodes exactly or is refused "
                 "where the float kernels differ")
-    return "version 2, portable (exact integer entropy model): decodes the same on every machine"
+    grid = " (full-grid, as earlier builds wrote it)" if header.coding == "portable-full" else ""
+    return (f"version 2, portable{grid} (exact integer entropy model): decodes the same on every "
+            "machine")
