@@ -21,7 +21,7 @@ if __name__ != "__mp_main__":
 
     fetch_on_startup()
 
-    demo = build_demo()
+    demo = build_demo(prewarm=True)  # the opening example is computed while the page loads
 
 if __name__ == "__main__":
     demo.launch(**launch_kwargs())

@@ -25,6 +25,7 @@ TACO_UI_MAX_DECODE_PIXELS  largest image the UI's decode tab accepts            
 TACO_UI_CONCURRENCY        heavy UI requests run at once                               1
 TACO_UI_QUEUE              UI requests waiting at most                                 16
 TACO_UI_WEBFONTS           1: the UI loads Google web fonts                            0
+TACO_UI_START_EXAMPLE      1: the page opens on the first example with its results     1
 TACO_CLIP_DIR              a local CLIP text model (transformers layout)               —
 TACO_MINILM_DIR            a local MiniLM sentence model                               —
 TACO_OPENCLIP_DIR          a local open_clip model for CLIPScore                       —
@@ -105,6 +106,7 @@ class Settings:
     ui_concurrency: int = 1
     ui_queue: int = 16
     ui_webfonts: bool = False
+    ui_start_example: bool = True
     clip_dir: Path | None = None
     minilm_dir: Path | None = None
     openclip_dir: Path | None = None
@@ -142,6 +144,7 @@ class Settings:
             ui_concurrency=int(_number(env, "TACO_UI_CONCURRENCY", 1)),
             ui_queue=int(_number(env, "TACO_UI_QUEUE", 16)),
             ui_webfonts=_flag(env, "TACO_UI_WEBFONTS", False),
+            ui_start_example=_flag(env, "TACO_UI_START_EXAMPLE", True),
             clip_dir=_path(env, "TACO_CLIP_DIR"),
             minilm_dir=_path(env, "TACO_MINILM_DIR"),
             openclip_dir=_path(env, "TACO_OPENCLIP_DIR"),

@@ -118,6 +118,52 @@ def test_example_runs_and_shows_slider_and_metrics(page_url):
             browser.close()
 
 
+ROW_COUNT_JS = "document.querySelectorAll('#taco-metrics .virtual-row').length"
+
+
+def test_page_opens_on_a_finished_example_then_streams_a_request(page_url):
+    """Without any click the page shows the first example with its results; pressing Compare
+    then shows TACO and ELIC first and the rate-matched rows after (two updates of the table,
+    recorded by a MutationObserver however fast they follow each other)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(page_url)
+            page.wait_for_selector("#taco-metrics .table-container:not(.no-rows)", timeout=300_000)
+            page.wait_for_function("document.querySelectorAll('#taco-slider img').length >= 2",
+                                   timeout=300_000)
+            assert page.locator("#taco-caption textarea").input_value()
+            assert page.locator("#taco-image img").count() >= 1
+            full = page.evaluate(ROW_COUNT_JS)
+            assert full > 2, page.inner_text("#taco-metrics")  # rate-matched rows included
+
+            page.evaluate("""() => {
+                window.__rows = [];
+                const root = document.querySelector('#taco-metrics');
+                const note = () => {
+                    const n = root.querySelectorAll('.virtual-row').length;
+                    if (window.__rows[window.__rows.length - 1] !== n) window.__rows.push(n);
+                };
+                new MutationObserver(note).observe(root, {childList: true, subtree: true});
+            }""")
+            page.locator("#taco-caption textarea").fill("a different caption for this photo")
+            page.locator("#taco-compare-btn").click()
+            page.wait_for_function(
+                f"window.__rows.includes(2) && window.__rows[window.__rows.length - 1] >= {full}",
+                timeout=300_000,
+            )
+            seen = page.evaluate("window.__rows")
+            assert seen.index(2) < len(seen) - 1, seen  # TACO + ELIC came before the full table
+            assert not errors, errors
+        finally:
+            browser.close()
+
+
 def test_attention_and_zoom_tabs_render(page_url):
     """After an example: the caption-attention tab draws the heat-map of the most attended word
     and lists the words by attention share; the zoom tab shows the crops of the same comparison."""

@@ -395,6 +395,30 @@ def test_run_compare_is_cached(fake, img_path):
     assert fake.codecs["taco-fake"].calls == calls + 2
 
 
+def test_first_answer_skips_ms_ssim_and_the_second_adds_it_without_rescoring(fake, img_path,
+                                                                              monkeypatch):
+    """The page's first step (ms_ssim=False) has bpp, PSNR and LPIPS; the second step adds
+    MS-SSIM from the cache without coding or computing LPIPS again."""
+    calls = {"lpips": 0, "ms_ssim": 0}
+    for name in calls:
+        fn = getattr(fake, name)
+
+        def counted(*a, _fn=fn, _name=name, **k):
+            calls[_name] += 1
+            return _fn(*a, **k)
+
+        monkeypatch.setattr(fake, name, counted)
+    first = run_compare(img_path, "cap", 40, model_set=FAKE_SET, backend=fake, ms_ssim=False)
+    assert all(r.ms_ssim is None and r.lpips is not None for r in first.runs)
+    assert calls == {"lpips": 2, "ms_ssim": 0}
+    coded = fake.codecs["taco-fake"].calls
+    second = run_compare(img_path, "cap", 40, model_set=FAKE_SET, backend=fake)
+    assert fake.codecs["taco-fake"].calls == coded
+    assert calls == {"lpips": 2, "ms_ssim": 2}
+    for a, b in zip(first.runs, second.runs, strict=True):
+        assert (a.psnr, a.lpips, a.data) == (b.psnr, b.lpips, b.data) and b.ms_ssim is not None
+
+
 def test_higher_rate_means_more_bits(fake, img_path):
     lo = run_compare(img_path, "", 0, model_set=FAKE_SET, backend=fake)
     hi = run_compare(img_path, "", 100, model_set=FAKE_SET, backend=fake)

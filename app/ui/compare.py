@@ -126,6 +126,7 @@ def run_compare(
     backend: Backend | None = None,
     progress: ProgressFn | None = None,
     use_cache: bool = True,
+    ms_ssim: bool = True,
 ) -> CompareResult:
     """One full comparison: TACO and ELIC encode + decode + metrics (the `make bench` unit).
 
@@ -133,6 +134,7 @@ def run_compare(
     (log-uniform over a variable-rate range, nearest rung of a fixed-rate ladder). With
     ``target_bpp`` TACO's λ is searched to hit that bpp instead. ELIC runs at the same λ.
     ``rate_matched`` adds ELIC and the classical codecs searched to TACO's achieved bpp.
+    ``ms_ssim=False`` leaves MS-SSIM out (the page's first answer; its second step adds it).
     """
     t_start = time.perf_counter()
     backend = backend or default_backend()
@@ -163,7 +165,7 @@ def run_compare(
     def run(codec: Any, **kwargs: Any) -> CodecRun:
         """One codec on this request's image, with this request's metrics settings and notes."""
         return run_codec(backend, codec, arr, digest, convention=lpips_convention,
-                          use_cache=use_cache, notes=notes, **kwargs)
+                          use_cache=use_cache, notes=notes, with_ms_ssim=ms_ssim, **kwargs)
 
     progress(0.15, "TACO: encode (caption → text adapter) and decode")
     runs: list[CodecRun] = []

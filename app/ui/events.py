@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -116,6 +117,10 @@ def progress_fn(progress: gr.Progress) -> ProgressFn:
     return cb
 
 
+def _NO_PROGRESS(*_: Any, **__: Any) -> None:
+    return None
+
+
 class Callbacks:
     """Every event handler of the demo, bound to one backend and one set of model sets."""
 
@@ -125,6 +130,41 @@ class Callbacks:
         self.sets = dict(sets)
         self.default_set = next(iter(self.sets))
         self.references = list(references)
+        #: The page's opening example: its request values and, once computed, its outputs.
+        self.start_values: tuple[Any, ...] | None = None
+        self._start_outputs: tuple | None = None
+        self._start_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ the opening example
+
+    def set_start_example(self, image: str, caption: str, values: Sequence[Any]) -> None:
+        """The example the page opens on (``values``: every COMPARE_FIELDS value)."""
+        self.start_values = (image, caption, *values)
+
+    def start_outputs(self) -> tuple:
+        """(image, caption, *COMPARE_OUTPUTS) of the opening example: computed once per process
+        (the first page load, or :meth:`prewarm` at server start) and kept, so every visitor
+        sees finished results at once. Failure gives an empty page, never an error."""
+        if self.start_values is None:
+            return (gr.skip(),) * (2 + len(COMPARE_OUTPUTS))
+        with self._start_lock:
+            if self._start_outputs is None:
+                image, caption, *values = self.start_values
+                try:
+                    req = CompareRequest.of(values)
+                    out = self.present(self.run(req, _NO_PROGRESS),  # type: ignore[arg-type]
+                                       req.view, req.lpips_conv)
+                except Exception as exc:  # a missing model must not break the page
+                    log.warning("opening example not computed: %s", first_line(exc))
+                    return (gr.skip(),) * (2 + len(COMPARE_OUTPUTS))
+                self._start_outputs = (image, caption, *out)
+            return self._start_outputs
+
+    def prewarm(self) -> threading.Thread:
+        """Compute the opening example in a background thread (server start-up)."""
+        thread = threading.Thread(target=self.start_outputs, name="taco-prewarm", daemon=True)
+        thread.start()
+        return thread
 
     def pick(self, label: str | None) -> ModelSet:
         return pick_model_set(label or self.default_set, self.sets)
@@ -132,7 +172,7 @@ class Callbacks:
     # ------------------------------------------------------------------ the comparison
 
     def run(self, req: CompareRequest, progress: gr.Progress, *,
-            rate_matched: bool | None = None) -> CompareResult:
+            rate_matched: bool | None = None, ms_ssim: bool = True) -> CompareResult:
         return run_compare(
             req.image,
             req.caption,
@@ -143,6 +183,7 @@ class Callbacks:
             lpips_convention=req.convention,  # type: ignore[arg-type]
             backend=self.backend,
             progress=progress_fn(progress),
+            ms_ssim=ms_ssim,
         )
 
     def present(self, result: CompareResult, view: str, lpips_conv: str) -> tuple:
@@ -203,18 +244,20 @@ class Callbacks:
             raise as_gr_error(exc) from None
 
     def compare_fast(self, *values: Any, progress: gr.Progress = gr.Progress()) -> tuple:
-        """TACO and ELIC only (fast first answer in the UI; rate-matched rows follow)."""
+        """TACO and ELIC with bpp, PSNR and LPIPS: the page's fast first answer (MS-SSIM and the
+        rate-matched rows follow in :meth:`compare_extras`)."""
         req = CompareRequest.of(values)
         try:
-            return self.present(self.run(req, progress, rate_matched=False), req.view,
-                                req.lpips_conv)
+            return self.present(self.run(req, progress, rate_matched=False, ms_ssim=False),
+                                req.view, req.lpips_conv)
         except Exception as exc:
             raise as_gr_error(exc) from None
 
     def compare_extras(self, *values: Any, progress: gr.Progress = gr.Progress()) -> tuple:
-        """Second step in the UI: add the rate-matched rows (table, RD chart, status, JSON)."""
+        """Second step in the UI: add MS-SSIM and the rate-matched rows (table, RD chart, status,
+        JSON); the first step's codings and scores come from the cache."""
         req = CompareRequest.of(values)
-        if not req.rate_matched or not req.image:
+        if not req.image:
             return (gr.skip(),) * len(EXTRA_OUTPUTS)
         try:
             full = self.present(self.run(req, progress), req.view, req.lpips_conv)

@@ -63,10 +63,13 @@ def build_demo(
     backend: Backend | None = None,
     examples: list[Example] | None = None,
     results_dir: Path | None = None,
+    prewarm: bool = False,
 ) -> gr.Blocks:
     """Build the demo. Tests inject `model_sets` (e.g. the tiny random set) and a `backend`.
 
-    Nothing heavy happens here: models load on the first request.
+    Nothing heavy happens here: models load on the first request. The page opens on the first
+    example with its results (``TACO_UI_START_EXAMPLE``, on by default), computed on the first
+    visit, or right away in a background thread with ``prewarm`` (what ``app.py`` does).
     """
     settings = get_settings()
     backend = backend or default_backend()
@@ -288,20 +291,7 @@ def build_demo(
         if examples:
             with ex_holder, _examples_cache_dir(examples_cache_tag(sets)):
                 gr.Examples(
-                    examples=[
-                        [
-                            str(ex.path),
-                            ex.caption,
-                            DEFAULT_RATE,
-                            False,
-                            DEFAULT_TARGET_BPP,
-                            default_set,
-                            True,
-                            DEFAULT_VIEW,
-                            "standard",
-                        ]
-                        for ex in examples
-                    ],
+                    examples=[example_values(ex, default_set) for ex in examples],
                     inputs=compare_inputs,
                     outputs=compare_outputs,
                     fn=_examples_fn(cb.compare),
@@ -437,6 +427,13 @@ def build_demo(
         taco_file.upload(
             cb.decode, [taco_file], [decoded, decode_info], api_visibility="private", **heavy
         )
+        if examples and settings.ui_start_example:
+            first = examples[0]
+            cb.set_start_example(str(first.path), first.caption, example_values(first, default_set))
+            demo.load(cb.start_outputs, None, [image, caption, *compare_outputs],
+                      api_visibility="private", show_progress="minimal", **heavy)
+            if prewarm:
+                cb.prewarm()
         # Page load: slider step, λ line and token counter for the default models (the TACO model
         # loads here, in the background of the first visit, not at server start).
         demo.load(
@@ -449,6 +446,12 @@ def build_demo(
 
     demo.queue(default_concurrency_limit=settings.ui_concurrency, max_size=settings.ui_queue)
     return demo
+
+
+def example_values(ex: Example, model_set: str) -> list[Any]:
+    """An example as the comparison's inputs (COMPARE_FIELDS order): its own caption, defaults."""
+    return [str(ex.path), ex.caption, DEFAULT_RATE, False, DEFAULT_TARGET_BPP, model_set, True,
+            DEFAULT_VIEW, "standard"]
 
 
 def _examples_fn(compare: Callable[..., tuple]) -> Callable[..., tuple]:
