@@ -110,3 +110,35 @@ def test_bad_inputs_and_names(image):
         get_classical_codec("bpg")
     assert get_classical_codec("JPEG") is get_classical_codec("jpeg")
     assert not is_classical("taco")
+
+
+@pytest.mark.parametrize("name", CLASSICAL_CODECS)
+def test_target_bpp_search_finds_the_bisection_bracket(name, image):
+    """The seeded search returns exactly what the bracket rule gives on all 100 qualities (the
+    slope seed changes how many encodes it takes, never the answer), in few encodes."""
+    codec = get_classical_codec(name)
+    pixels = image.shape[0] * image.shape[1]
+    rates = {q: 8 * len(codec.encode_quality(image, q)) / pixels for q in range(1, 101)}
+    encodes: list[int] = []
+    original = codec.encode_quality
+
+    def counted(pil, q):
+        encodes.append(q)
+        return original(pil, q)
+
+    codec.encode_quality = counted  # type: ignore[method-assign]
+    n = []
+    for target in np.geomspace(rates[1] * 0.8, rates[100] * 1.2, 9):
+        encodes.clear()
+        _, q = codec.compress_to_bpp(image, float(target))
+        n.append(len(encodes))
+        lo = max((k for k in rates if rates[k] <= target), default=1)
+        hi = min(lo + 1, 100)
+        if rates[lo] >= target and lo == 1:
+            want = 1
+        elif rates[hi] <= target:
+            want = hi
+        else:
+            want = lo if target - rates[lo] <= rates[hi] - target else hi
+        assert q == want, (target, q, want)
+    assert max(n) <= 10 and sum(n) / len(n) <= 7

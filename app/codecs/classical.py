@@ -21,8 +21,9 @@ AVIF   Pillow's AVIF encoder (built in since Pillow 11.3; else the ``pillow_avif
 =====  ====================================================================================
 
 Target bit rate (``target_bpp``). Encoded size grows with quality, so the quality is found by
-a search on *real* encodings (interpolation on log bpp inside a bracket, with bisection as its
-fallback; 3–5 encodes after the two ends): the search brackets the target between the highest
+a search on *real* encodings (a step along a rough log-bpp slope from quality 50, then
+interpolation on log bpp inside the bracket, with bisection as its fallback; 4–5 encodes
+typically): the search brackets the target between the highest
 quality whose bpp ≤ target and the next quality up, and returns whichever of the two is
 **closer** to the target (a tie goes to the smaller file). Below the rate of quality 1 the
 quality-1 file is returned; above quality 100, the quality-100 file. When ``target_bpp`` is
@@ -36,6 +37,7 @@ import io
 import math
 import time
 import warnings
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
@@ -119,6 +121,50 @@ class PillowCodec:
         pil.save(buf, format=self.pil_format, quality=int(quality), **self._save_options())
         return buf.getvalue()
 
+    #: Rough growth of log(bpp) per quality step, for the search's one-sided steps only (any
+    #: positive value finds the same bracket; a closer one takes fewer encodes: on a shipped
+    #: 384×256 photo over 25 targets, AVIF 6.1 → 3.9 encodes, JPEG 6.1 → 4.7, WebP 5.9 → 4.6
+    #: against plain bisection-then-interpolation).
+    log_bpp_per_quality: ClassVar[float] = 0.04
+    #: The quality the search encodes first.
+    first_quality: ClassVar[int] = 50
+
+    def _bracket(self, rate: Callable[[int], float], target_bpp: float) -> tuple[int, int]:
+        """``(lo, hi)``, ``hi = lo + 1``: the highest quality with ``rate <= target_bpp`` (1 if
+        none is known) and the next one up (``max_quality`` if none is known).
+
+        Every probe lies strictly inside the current bracket, so it shrinks at each encode, and
+        sizes grow with quality, so the final bracket is the one bisection finds whatever the
+        probes. Probes: ``first_quality``; while only one side of the target is known, a step along
+        ``log_bpp_per_quality``; then interpolation on log bpp inside the bracket, with a plain
+        halving after any step that kept more than half of it (3-4 encodes typically, about as
+        many as bisection at worst). The caller encodes the range's ends when they matter.
+        """
+        goal = math.log(target_bpp)
+        lo, hi = 1, self.max_quality
+        below = above = halve = False
+        q = min(max(self.first_quality, lo + 1), hi - 1)
+        while True:
+            width = hi - lo
+            r = math.log(max(rate(q), 1e-9))
+            if rate(q) <= target_bpp:
+                lo, below = q, True
+            else:
+                hi, above = q, True
+            if hi - lo <= 1:
+                return lo, hi
+            if not (below and above):
+                step = (goal - r) / self.log_bpp_per_quality
+                q = int(round(q + math.copysign(max(1.0, abs(step)), step)))
+            elif halve:
+                q = (lo + hi) // 2
+            else:
+                r_lo, r_hi = math.log(max(rate(lo), 1e-9)), math.log(rate(hi))
+                q = int(round(lo + (goal - r_lo) * (hi - lo) / (r_hi - r_lo))) \
+                    if r_hi > r_lo else lo + 1
+            halve = below and above and not halve and (hi - lo) * 2 > width
+            q = min(max(q, lo + 1), hi - 1)
+
     def compress_to_bpp(self, image: ImageLike, target_bpp: float) -> tuple[bytes, int]:
         """Encode at the quality whose real bpp is closest to ``target_bpp`` (see module doc).
 
@@ -135,29 +181,7 @@ class PillowCodec:
                 cache[q] = self.encode_quality(pil, q)
             return 8.0 * len(cache[q]) / pixels
 
-        # Invariant: the answer's bracket lies in [lo, hi]; an end not encoded yet is one of the
-        # range's ends (rate unknown). The next quality tried is interpolated on log bpp (nearly
-        # linear in quality) once both ends are known, kept strictly inside the bracket; a step
-        # that leaves more than half of the bracket is followed by a plain halving, and while an
-        # end is unknown the bracket is halved, so the search takes about as many encodes as
-        # bisection at worst and 4-6 typically. Sizes grow with quality, so the final bracket
-        # (hi = lo + 1) is the one bisection finds, and so is the answer.
-        lo, hi = 1, self.max_quality
-        goal = math.log(target_bpp)
-        halve = False
-        while hi - lo > 1:
-            if halve or lo not in cache or hi not in cache:
-                mid = (lo + hi) // 2
-            else:
-                r_lo, r_hi = math.log(max(rate(lo), 1e-9)), math.log(rate(hi))
-                guess = lo + (goal - r_lo) * (hi - lo) / (r_hi - r_lo) if r_hi > r_lo else lo + 1
-                mid = min(max(int(round(guess)), lo + 1), hi - 1)
-            width = hi - lo
-            if rate(mid) <= target_bpp:
-                lo = mid
-            else:
-                hi = mid
-            halve = not halve and (hi - lo) * 2 > width
+        lo, hi = self._bracket(rate, target_bpp)
         if rate(lo) >= target_bpp and lo == 1:
             return cache[lo], lo
         if rate(hi) <= target_bpp:
@@ -227,6 +251,7 @@ class JpegCodec(PillowCodec):
     """Baseline JPEG, 4:2:0, non-optimised Huffman tables (Pillow defaults)."""
 
     name = "jpeg"
+    log_bpp_per_quality = 0.02  # flatter than AVIF's over most of the range
     pil_format = "JPEG"
 
     def _save_options(self) -> dict[str, object]:
@@ -237,6 +262,7 @@ class WebpCodec(PillowCodec):
     """Lossy WebP, ``method=4``."""
 
     name = "webp"
+    log_bpp_per_quality = 0.02  # flatter than AVIF's over most of the range
     pil_format = "WEBP"
 
     def _save_options(self) -> dict[str, object]:
