@@ -212,13 +212,14 @@ def ui_request(image: np.ndarray, caption: str, repeat: int = 5, warmup: int = 1
     default λ with their metrics, error maps, RD point and files (what the page shows first),
     then the rate-matched rows (ELIC, JPEG, WebP, AVIF searched to TACO's bpp), which reuse the
     first step's cached codings. ``first_result`` is the first step's time, ``full`` both steps'.
-    The UI's results cache is emptied before each round, so every round codes the image afresh
-    (models stay loaded). Warm medians over ``repeat`` rounds after ``warmup`` untimed ones.
+    The UI's results cache, the codecs' kept latents and the kept LPIPS features are emptied
+    before each round, so every round codes and scores the image afresh (models stay loaded). Warm medians over ``repeat`` rounds after ``warmup`` untimed ones.
     """
     import tempfile
 
     from PIL import Image
 
+    from app.metrics import forget_references
     from app.ui.backend import default_backend
     from app.ui.cache import RESULTS_CACHE
     from app.ui.defaults import DEFAULT_RATE, DEFAULT_TARGET_BPP
@@ -231,6 +232,7 @@ def ui_request(image: np.ndarray, caption: str, repeat: int = 5, warmup: int = 1
     backend = default_backend()
     sets = {model_set.label: model_set} if model_set is not None else resolve_model_sets(backend)
     cb = Callbacks(backend, sets, [])
+    chosen = cb.pick(cb.default_set)
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/request.png"
         Image.fromarray(compare_image(image)).save(path)
@@ -244,7 +246,12 @@ def ui_request(image: np.ndarray, caption: str, repeat: int = 5, warmup: int = 1
         first: list[float] = []
         full: list[float] = []
         for i in range(max(0, warmup) + repeat):
-            RESULTS_CACHE.clear()
+            RESULTS_CACHE.clear()  # and what the codecs and LPIPS keep about this image
+            forget_references()
+            for name in (chosen.taco, chosen.elic):
+                if name:
+                    codec = backend.load_codec(name, allow_random=chosen.allow_random)
+                    getattr(codec, "forget_images", lambda: None)()
             t0 = time.perf_counter()
             cb.compare_fast(*values, progress=no_progress)  # type: ignore[arg-type]
             t1 = time.perf_counter()

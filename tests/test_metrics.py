@@ -155,6 +155,35 @@ def test_load_lpips_is_frozen_cached_and_differentiable():
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("convention", ["standard", "paper"])
+def test_lpips_kept_reference_features_give_the_same_value(convention):
+    """Scoring several reconstructions of one reference runs the network once per reconstruction;
+    the value equals one plain LPIPS.forward on the pair, bit for bit."""
+    import torch
+
+    rng = np.random.default_rng(3)
+    ref = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    model = lpips_offline.load_lpips()
+    metrics.forget_references()
+    calls = []
+    original = model.net.forward
+    model.net.forward = lambda t: calls.append(1) or original(t)
+    try:
+        for _ in range(3):
+            rec = np.clip(ref.astype(int) + rng.integers(-20, 21, ref.shape), 0, 255).astype(np.uint8)
+            got = metrics.lpips(ref, rec, convention=convention)
+            with torch.no_grad():
+                x, y = metrics._to_tensor(ref / 255.0), metrics._to_tensor(rec / 255.0)
+                want = float(model(x, y, normalize=convention == "standard").reshape(-1)[0])
+            assert got == want
+        # reference once + one per reconstruction (the plain model calls above add two each)
+        assert len(calls) == 1 + 3 + 3 * 2
+    finally:
+        del model.net.forward
+    metrics.forget_references()
+    assert len(metrics._REF_FEATURES) == 0
+
+
 def test_build_without_network_or_pickle(no_network, monkeypatch):
     def no_unpickle(*args, **kwargs):
         raise AssertionError("pickle used at run time")

@@ -408,6 +408,12 @@ def test_first_answer_skips_ms_ssim_and_the_second_adds_it_without_rescoring(fak
             return _fn(*a, **k)
 
         monkeypatch.setattr(fake, name, counted)
+    import app.metrics
+
+    def no_package_lpips(*a, **k):  # every LPIPS must go through the backend
+        raise AssertionError("the package's LPIPS was called behind the backend's back")
+
+    monkeypatch.setattr(app.metrics, "lpips", no_package_lpips)
     first = run_compare(img_path, "cap", 40, model_set=FAKE_SET, backend=fake, ms_ssim=False)
     assert all(r.ms_ssim is None and r.lpips is not None for r in first.runs)
     assert calls == {"lpips": 2, "ms_ssim": 0}

@@ -20,11 +20,13 @@ import numpy as np
 from PIL import Image
 
 from app import bitstream
+from app.codecs import rate_search
 from app.codecs.guards import check_decode_size, check_encode_size, rans_guard
 from app.codecs.protocol import Capabilities, Encoded, RateControl, as_float32
 from app.errors import BitstreamError, ConfigError, TacoError
-from app.hashing import sha256_cached
+from app.hashing import array_digest, sha256_cached
 from app.images import ImageLike, to_rgb_array
+from app.lru import LRUCache
 from app.metrics import bpp
 from app.settings import get_settings
 
@@ -89,6 +91,7 @@ class LearnedCodec:
         self._max_pixels = max_pixels
         # keep_attention is model state: one attention read at a time
         self._attention_lock = threading.Lock()
+        self._seen_images = LRUCache(rate_search.SEEN_IMAGES)
         self._variants = variants
         self.cfg = variants[0].cfg
         self.arch: str = self.cfg["arch"]
@@ -219,18 +222,31 @@ class LearnedCodec:
 
     # -- coding -------------------------------------------------------------------------------
 
-    def _encode_once(self, x_pad, h: int, w: int, text, lmbda: float) -> bytes:
+    def _encode_once(self, x_pad, h: int, w: int, text, lmbda: float,
+                     seen: rate_search.SeenImage | None = None) -> bytes:
+        """One real file at ``lmbda``; with ``seen``, its analysis latent and file are kept."""
         import torch
 
         variant = self._variant(lmbda)
         model = self._model(variant)
-        rate_arg = lmbda if self.rate_range is not None else None
         with torch.inference_mode():
-            if self.arch == "taco":
-                out = model.compress(x_pad, text, lmbda=rate_arg, coding=self.coding)
+            if self.rate_range is not None and seen is not None:
+                # compress() is compress_latent(scale_latent(analysis(x))): the same file, with
+                # the gain-free latent kept for a later bpp search on this image.
+                y0 = model.analysis(x_pad, text)
+                seen.latent = y0
+                out = model.compress_latent(model.scale_latent(y0, lmbda), coding=self.coding)
+            elif self.arch == "taco":
+                out = model.compress(x_pad, text, lmbda=self._rate_arg(lmbda), coding=self.coding)
             else:
-                out = model.compress(x_pad, lmbda=rate_arg, coding=self.coding)
-        return self._pack(variant, out, lmbda, h, w)
+                out = model.compress(x_pad, lmbda=self._rate_arg(lmbda), coding=self.coding)
+        data = self._pack(variant, out, lmbda, h, w)
+        if seen is not None:
+            seen.files[lmbda] = data
+        return data
+
+    def _rate_arg(self, lmbda: float) -> float | None:
+        return lmbda if self.rate_range is not None else None
 
     def _pack(self, variant: _Variant, out: dict[str, Any], lmbda: float, h: int, w: int) -> bytes:
         strings = [s[0] if isinstance(s, list | tuple) else s for s in out["strings"]]
@@ -245,81 +261,87 @@ class LearnedCodec:
         lmbda: float | None = None,
         target_bpp: float | None = None,
     ) -> Encoded:
-        """Compress and report the cost; ``target_bpp`` searches λ (overrides ``lmbda``)."""
+        """Compress and report the cost; ``target_bpp`` searches λ (overrides ``lmbda``).
+
+        An encode at a given λ always runs in full (its time is what it costs), and leaves its
+        analysis latent and file with the codec (the last `rate_search.SEEN_IMAGES` images): a bpp search on
+        the same image and caption then starts from them instead of coding the image again.
+        """
         arr = to_rgb_array(image)
         h, w = arr.shape[:2]
         check_encode_size(h, w, self.max_pixels)
         t0 = time.perf_counter()
+        key = (array_digest(arr), caption or "", self.coding, self.device)
         x_pad = pad_tensor(arr).to(self.device)
         text = self.text_states(caption)
         if target_bpp is not None:
             if not (math.isfinite(target_bpp) and target_bpp > 0):
                 raise TacoError(f"target bpp must be a positive number, got {target_bpp!r}")
-            data, lam = self._search_bpp(x_pad, h, w, text, float(target_bpp))
+            data, lam = self._search_bpp(x_pad, h, w, text, float(target_bpp),
+                                         self._seen_images.get(key))
         else:
             lam = self.resolve_lmbda(lmbda)
-            data = self._encode_once(x_pad, h, w, text, lam)
+            seen = rate_search.SeenImage()
+            data = self._encode_once(x_pad, h, w, text, lam, seen)
+            self._seen_images.put(key, seen)
         return Encoded(data, h, w, lam, (time.perf_counter() - t0) * 1e3)
 
-    def _search_bpp(self, x_pad, h, w, text, target: float) -> tuple[bytes, float]:
+    def forget_images(self) -> None:
+        """Drop the kept latents and files (benchmarks that time a search from scratch)."""
+        self._seen_images.clear()
+
+    def _search_bpp(self, x_pad, h, w, text, target: float, seen: rate_search.SeenImage | None = None
+                    ) -> tuple[bytes, float]:
         """A file whose real bpp is close to ``target``, and its λ.
 
-        A fixed-rate ladder: every rung is encoded and the closest kept. A continuous range: the
-        analysis transform runs once; λ is found on the entropy model's own bit estimate
-        (`ELIC.estimate_bits`, a fraction of an encode) by a secant search in log λ – log bpp,
-        where the two are close to linear; then a real encode, and when its bpp is more than 1 %
-        off, one correction from the real size (sizes grow with λ, so the secant slope carries
-        over). The closest real file wins. Below the range's smallest rate or above its largest,
-        the end of the range is returned.
+        A fixed-rate ladder: every rung is encoded (files of this image already made are reused)
+        and the closest kept. A continuous range: :mod:`app.codecs.rate_search` — from this
+        image's earlier files when there are any, else from the entropy model's bit estimate
+        (`ELIC.estimate_bits`); the analysis transform runs at most once. Below the range's
+        smallest rate or above its largest, the end of the range is returned.
         """
         import torch
 
+        files: dict[float, bytes] = dict(seen.files) if seen is not None else {}
         if self.rate_ladder is not None:
-            tried = {lam: self._encode_once(x_pad, h, w, text, lam) for lam in self.rate_ladder}
-            best = min(tried, key=lambda lam: abs(bpp(tried[lam], h, w) - target))
-            return tried[best], best
+            for lam in self.rate_ladder:
+                if lam not in files:
+                    files[lam] = self._encode_once(x_pad, h, w, text, lam)
+            best = min(self.rate_ladder, key=lambda lam: abs(bpp(files[lam], h, w) - target))
+            return files[best], best
         assert self.rate_range is not None
         variant = self._variants[0]
         model = self._model(variant)
         pixels = float(h * w)
-        files: dict[float, bytes] = {}
         with torch.inference_mode():
-            y0 = model.analysis(x_pad, text)
+            y0 = seen.latent if seen is not None and seen.latent is not None else None
+
+            def latent():
+                nonlocal y0
+                if y0 is None:
+                    y0 = model.analysis(x_pad, text)
+                return y0
 
             def estimate(log_lam: float) -> float:
                 lam = self.resolve_lmbda(math.exp(log_lam))
-                bits = float(model.estimate_bits(model.scale_latent(y0, lam))[0])
+                bits = float(model.estimate_bits(model.scale_latent(latent(), lam))[0])
                 return math.log(max(bits, 1.0) / pixels)
 
             def real(log_lam: float) -> float:
                 lam = self.resolve_lmbda(math.exp(log_lam))
                 if lam not in files:
-                    out = model.compress_latent(model.scale_latent(y0, lam), coding=self.coding)
+                    out = model.compress_latent(model.scale_latent(latent(), lam),
+                                                coding=self.coding)
                     files[lam] = self._pack(variant, out, lam, h, w)
                 return math.log(bpp(files[lam], h, w))
 
             goal = math.log(target)
             lo, hi = (math.log(v) for v in self.rate_range)
-            e_lo, e_hi = estimate(lo), estimate(hi)
-            if goal <= e_lo or goal >= e_hi:
-                log_lam = lo if goal <= e_lo else hi
+            if files:
+                known = [(math.log(lam), math.log(bpp(f, h, w))) for lam, f in files.items()]
+                rate_search.from_known(goal, lo, hi, known, real)
             else:
-                # regula falsi on the bracket [lo, hi]: log bpp is nearly linear in log λ
-                log_lam = lo
-                for _ in range(8):
-                    log_lam = lo + (goal - e_lo) * (hi - lo) / (e_hi - e_lo)
-                    e = estimate(log_lam)
-                    if abs(e - goal) <= 0.002:
-                        break
-                    if e < goal:
-                        lo, e_lo = log_lam, e
-                    else:
-                        hi, e_hi = log_lam, e
-            got = real(log_lam)
-            if abs(got - goal) > 0.01:
-                slope = (e_hi - e_lo) / (hi - lo) if hi > lo else 1.0
-                lo_r, hi_r = (math.log(v) for v in self.rate_range)
-                real(min(max(log_lam + (goal - got) / max(slope, 1e-3), lo_r), hi_r))
+                rate_search.from_estimate(goal, lo, hi, estimate, real)
         best = min(files, key=lambda lam: abs(bpp(files[lam], h, w) - target))
         return files[best], best
 

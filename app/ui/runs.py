@@ -123,8 +123,8 @@ def quality(
     ms = RESULTS_CACHE.get(ms_key) if use_cache else None
     if ms is None:
         ms = score(image, coded, None, Metrics(psnr_float=False, ms_ssim=True, lpips=False,
-                                               psnr_fn=backend.psnr, ms_ssim_fn=backend.ms_ssim,
-                                               lenient=True))
+                                               lpips_paper=False, psnr_fn=backend.psnr,
+                                               ms_ssim_fn=backend.ms_ssim, lenient=True))
         if use_cache:
             RESULTS_CACHE.put(ms_key, ms)
     return dataclasses.replace(out, ms_ssim=ms.ms_ssim, ms_ssim_resized=ms.ms_ssim_resized,
