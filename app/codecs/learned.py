@@ -8,12 +8,9 @@ the codec; bpp is always 8·len(bytes)/(H·W) of the original image. Encoding us
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,46 +20,19 @@ from app import bitstream
 from app.codecs import rate_search
 from app.codecs.guards import check_decode_size, check_encode_size, rans_guard
 from app.codecs.protocol import Capabilities, Encoded, RateControl, as_float32
+from app.codecs.weights import Variant, build_model, pad_tensor, padded
 from app.errors import BitstreamError, ConfigError, TacoError
-from app.hashing import array_digest, sha256_cached
+from app.hashing import array_digest
 from app.images import ImageLike, to_rgb_array
 from app.lru import LRUCache
 from app.metrics import bpp
 from app.settings import get_settings
 
-PAD = 64
 #: Coding paths a learned codec can encode with (the file records which one it used).
 CODINGS = (bitstream.PORTABLE, bitstream.PORTABLE_FULL, bitstream.FLOAT)
 
 
-# --------------------------------------------------------------------------- weights bookkeeping
-
-
-def random_fingerprint(config_name: str) -> str:
-    """Fingerprint of a deterministic random initialisation (development and tests only)."""
-    return hashlib.sha256(f"random-init-v1:{config_name}".encode()).hexdigest()
-
-
 # --------------------------------------------------------------------------- learned codecs
-
-
-@dataclass
-class _Variant:
-    """One set of weights: a model, its rate point (fixed-rate) and its fingerprint."""
-
-    cfg: dict
-    source: Path | None  # weights file, None = random init
-    fixed_lmbda: float | None
-    fingerprint_hex: str | None = None
-    model: Any = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def fingerprint(self) -> bytes:
-        if self.fingerprint_hex is None:
-            assert self.source is not None
-            self.fingerprint_hex = sha256_cached(self.source)
-        return bytes.fromhex(self.fingerprint_hex)[: bitstream.FINGERPRINT_BYTES]
 
 
 class LearnedCodec:
@@ -73,7 +43,7 @@ class LearnedCodec:
     one set of weights each.
     """
 
-    def __init__(self, name: str, variants: list[_Variant], description: str = "",
+    def __init__(self, name: str, variants: list[Variant], description: str = "",
                  coding: str = bitstream.PORTABLE, device: str = "cpu", max_pixels: int | None = None):
         if not variants:
             raise ConfigError(f"codec {name!r} has no weights")
@@ -137,7 +107,7 @@ class LearnedCodec:
         assert self.rate_ladder
         return self.rate_ladder[len(self.rate_ladder) // 2]
 
-    def _variant(self, lmbda: float | None) -> _Variant:
+    def _variant(self, lmbda: float | None) -> Variant:
         if self.rate_range is not None:
             return self._variants[0]
         assert self.rate_ladder is not None
@@ -146,10 +116,10 @@ class LearnedCodec:
         target = lmbda
         return min(self._variants, key=lambda v: abs(math.log(float(v.fixed_lmbda or 0) / target)))
 
-    def _model(self, variant: _Variant):
+    def _model(self, variant: Variant):
         with variant.lock:
             if variant.model is None:
-                variant.model = _build_model(variant).to(self.device)
+                variant.model = build_model(variant).to(self.device)
             return variant.model
 
     def resolve_lmbda(self, lmbda: float | None) -> float:
@@ -248,7 +218,7 @@ class LearnedCodec:
     def _rate_arg(self, lmbda: float) -> float | None:
         return lmbda if self.rate_range is not None else None
 
-    def _pack(self, variant: _Variant, out: dict[str, Any], lmbda: float, h: int, w: int) -> bytes:
+    def _pack(self, variant: Variant, out: dict[str, Any], lmbda: float, h: int, w: int) -> bytes:
         strings = [s[0] if isinstance(s, list | tuple) else s for s in out["strings"]]
         header = bitstream.Header(self.name, variant.fingerprint, lmbda, h, w, self.coding,
                                   out["tables_crc"], out["symbols_crc"][0])
@@ -404,7 +374,7 @@ class LearnedCodec:
             raise BitstreamError(f"expected 2 entropy-coded strings, found {len(strings)}")
         check_decode_size(header, strings, self.max_pixels)
         model = self._model(variant)
-        ph, pw = _padded(header.height), _padded(header.width)
+        ph, pw = padded(header.height), padded(header.width)
         shape = (ph // 64, pw // 64)
         rate_arg = lam if self.rate_range is not None else None
         n_y = int(self.cfg.get("M", 320)) * (ph // 16) * (pw // 16)
@@ -435,62 +405,5 @@ class LearnedCodec:
                    else ")")
             )
         return out["x_hat"][0, :, : header.height, : header.width].cpu()
-
-
-def _padded(n: int) -> int:
-    return (n + PAD - 1) // PAD * PAD
-
-
-def pad_tensor(arr: np.ndarray):
-    """(H,W,3) uint8 → (1,3,H',W') float in [0,1], H' and W' multiples of 64 (edge-replicated)."""
-    import torch
-    import torch.nn.functional as F
-
-    x = torch.from_numpy(np.array(arr, dtype=np.float32)).permute(2, 0, 1).div_(255.0)[None]
-    h, w = arr.shape[:2]
-    ph, pw = _padded(h) - h, _padded(w) - w
-    if ph or pw:
-        mode = "replicate"
-        x = F.pad(x, (0, pw, 0, ph), mode=mode)
-    return x
-
-
-def _build_model(variant: _Variant):
-    """Instantiate a model and load its weights (or a deterministic random init)."""
-    import torch
-
-    from app.models.factory import create_model, load_official_checkpoint, load_weights
-
-    cfg = variant.cfg
-    if variant.source is None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = create_model(cfg)
-        model.eval()
-        model.update(force=True)
-    elif variant.source.suffix == ".safetensors":
-        model = create_model(cfg)
-        load_weights(model, variant.source)
-        model.eval()
-        model.update(force=True)
-    else:
-        model = load_official_checkpoint(variant.source, cfg)
-    return _inference_layout(model)
-
-
-def _inference_layout(model):
-    """Channels-last weights for the float transforms g_a and g_s: oneDNN's NHWC kernels run them
-    about 35 % faster on CPU (768×512: g_a 177 → 109 ms, g_s 184 → 123 ms for the embedded ELIC).
-
-    Only those two: the float coding path's h_s and context models keep the layout that the
-    official streams were made with (a layout change can move a float conv result by an ULP),
-    and the portable path reads weight values, not their layout. g_s may differ from the
-    contiguous layout in the last bits, i.e. by at most one 8-bit level in a pixel.
-    """
-    import torch
-
-    for part in (model.g_a, model.g_s):
-        part.to(memory_format=torch.channels_last)
-    return model
 
 

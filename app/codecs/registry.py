@@ -20,8 +20,9 @@ from typing import Any
 
 from app import bitstream
 from app.codecs.classical import CLASSICAL_CODECS
-from app.codecs.learned import CODINGS, LearnedCodec, _Variant, random_fingerprint
+from app.codecs.learned import CODINGS, LearnedCodec
 from app.codecs.protocol import Codec, as_float32
+from app.codecs.weights import Variant, random_fingerprint
 from app.errors import BitstreamError, ConfigError, MissingModelError, TacoError
 from app.hashing import sha256_cached
 from app.settings import Settings, get_settings
@@ -101,7 +102,7 @@ def _make_learned(name: str, checkpoint: str | os.PathLike | None, allow_random:
             if not m:
                 raise ConfigError(f"cannot tell the rate of {path.name}: expected lambda_<λ>.pth.tar")
             fixed = as_float32(float(m.group(1)))
-        return LearnedCodec(name, [_Variant(cfg, path, fixed)], spec.description, coding, device)
+        return LearnedCodec(name, [Variant(cfg, path, fixed)], spec.description, coding, device)
     if spec.kind == "official":
         files = official_checkpoints(name)
         if not files:
@@ -111,7 +112,7 @@ def _make_learned(name: str, checkpoint: str | os.PathLike | None, allow_random:
                 f"no official checkpoints in {where.relative_to(root) if where.is_relative_to(root) else where}: "
                 "download lambda_*.pth.tar from the TACO authors and put them there"
             )
-        variants = [_Variant(cfg, p, lam) for lam, p in sorted(files.items())]
+        variants = [Variant(cfg, p, lam) for lam, p in sorted(files.items())]
         return LearnedCodec(name, variants, spec.description, coding, device)
     if spec.kind == "embedded":
         path, sha = _embedded_weights(spec.config)
@@ -122,7 +123,7 @@ def _make_learned(name: str, checkpoint: str | os.PathLike | None, allow_random:
                     f"{path.name} does not match checkpoints/manifest.json (sha256 {actual[:12]}…); "
                     "re-download or retrain it"
                 )
-            return LearnedCodec(name, [_Variant(cfg, path, None, actual)], spec.description,
+            return LearnedCodec(name, [Variant(cfg, path, None, actual)], spec.description,
                                 coding, device)
         if not _allow_random(allow_random):
             raise MissingModelError(
@@ -131,7 +132,7 @@ def _make_learned(name: str, checkpoint: str | os.PathLike | None, allow_random:
             )
     elif not _allow_random(allow_random):
         raise MissingModelError(f"{name!r} has random weights only: pass allow_random=True")
-    variant = _Variant(cfg, None, None, random_fingerprint(spec.config))
+    variant = Variant(cfg, None, None, random_fingerprint(spec.config))
     return LearnedCodec(name, [variant], spec.description + " [RANDOM WEIGHTS]", coding,
                         device)
 
