@@ -4,7 +4,9 @@
 reconstruction; every number stays a number (`Measurement`). It is two steps that callers may also
 use apart, e.g. to cache the coding and re-score under another LPIPS convention:
 
-* :func:`code` — encode + decode, timed (`Coded`);
+* :func:`code` — encode + decode, timed (`Coded`); with ``early=True`` a learned codec's
+  reconstruction comes from the encoder's own ŷ (no entropy decoding), and :func:`confirm`
+  entropy-decodes the file later and checks its symbols (the UI's first answer);
 * :func:`score` — PSNR, the paper's float PSNR, MS-SSIM and LPIPS of a `Coded` (`Scores`).
 
 Which metrics run, and with which functions, is a :class:`Metrics` value: the defaults are the
@@ -42,7 +44,10 @@ class Coded:
     recon: np.ndarray
     rate: float | None
     encode_ms: float
+    #: The decode's time; for an unconfirmed early coding, its synthesis step only.
     decode_ms: float
+    #: False for an early coding whose file has not been entropy-decoded yet (see `confirm`).
+    verified: bool = True
 
     @property
     def n_bytes(self) -> int:
@@ -120,23 +125,51 @@ def to_uint8(img: Image.Image | np.ndarray) -> np.ndarray:
 
 
 def code(codec: Codec, image: np.ndarray, caption: str = "", rate: float | None = None,
-         target_bpp: float | None = None) -> Coded:
+         target_bpp: float | None = None, *, early: bool = False) -> Coded:
     """Encode ``image`` (H, W, 3 uint8) with real bytes and decode them again, timed.
 
     ``rate`` is the codec's rate parameter (λ, or a Pillow quality); ``target_bpp`` (if given)
     searches it. A reconstruction of another size than the input raises `TacoError`.
+
+    ``early``: where the codec offers it (a learned codec at a given rate: ``verify`` and
+    ``encode(..., reconstruct=True)``), the reconstruction is synthesised from the encoder's ŷ —
+    bit for bit what decoding the file here gives once its symbols check out — and the result is
+    unconfirmed (``verified=False``) until :func:`confirm`. Elsewhere it is an ordinary `code`.
     """
     t0 = time.perf_counter()
-    enc = codec.encode(image, caption=caption, lmbda=rate, target_bpp=target_bpp)
+    if early and target_bpp is None and callable(getattr(codec, "verify", None)):
+        enc = codec.encode(image, caption=caption, lmbda=rate, reconstruct=True)  # type: ignore[call-arg]
+        if enc.recon is not None:
+            return Coded(codec.name, bytes(enc.data), _same_size(codec, enc.recon, image),
+                         enc.lmbda, enc.encode_ms, enc.recon_ms, verified=False)
+    else:
+        enc = codec.encode(image, caption=caption, lmbda=rate, target_bpp=target_bpp)
     t1 = time.perf_counter()
-    recon = to_uint8(codec.decompress(enc.data))
+    recon = _same_size(codec, to_uint8(codec.decompress(enc.data)), image)
     t2 = time.perf_counter()
+    return Coded(codec.name, bytes(enc.data), recon, enc.lmbda, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+
+
+def confirm(codec: Codec, coded: Coded) -> Coded:
+    """An early coding with its file entropy-decoded and its symbols checked (`BitstreamError`
+    where they differ); ``decode_ms`` becomes synthesis + entropy decoding. Others unchanged."""
+    import dataclasses
+
+    if coded.verified:
+        return coded
+    t0 = time.perf_counter()
+    codec.verify(coded.data)  # type: ignore[attr-defined]
+    ms = (time.perf_counter() - t0) * 1e3
+    return dataclasses.replace(coded, decode_ms=coded.decode_ms + ms, verified=True)
+
+
+def _same_size(codec: Codec, recon: np.ndarray, image: np.ndarray) -> np.ndarray:
     if recon.shape != image.shape:
         raise TacoError(
             f"{codec.name} returned a {recon.shape[1]}x{recon.shape[0]} image for a "
             f"{image.shape[1]}x{image.shape[0]} input"
         )
-    return Coded(codec.name, bytes(enc.data), recon, enc.lmbda, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+    return recon
 
 
 def score(image: np.ndarray, coded: Coded, codec: Codec | None = None,

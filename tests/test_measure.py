@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -86,3 +87,46 @@ class _Shrinking:
 def test_a_reconstruction_of_another_size_is_an_error(image) -> None:
     with pytest.raises(TacoError, match="returned a 8x8 image for a 96x64 input"):
         M.code(_Shrinking(), image)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- early reconstruction
+
+
+@pytest.mark.parametrize("coding", ["portable", "portable-full", "float"])
+@pytest.mark.parametrize("which", ["tiny_elic", "tiny_taco"])
+def test_early_reconstruction_is_the_decoded_image(image, which, coding, request) -> None:
+    """The encoder's own ŷ through g_s gives exactly what decoding the file gives here."""
+    from app.codecs import LearnedCodec
+
+    base = request.getfixturevalue(which)
+    codec = LearnedCodec(base.name, base._variants, coding=coding)  # same weights, other path
+    for lam in (codec.rate_range[0], codec.rate_range[1]):
+        early = M.code(codec, image, "a caption", lam, early=True)
+        assert not early.verified
+        full = M.code(codec, image, "a caption", lam)
+        assert full.verified and full.data == early.data
+        assert np.array_equal(early.recon, full.recon)
+        done = M.confirm(codec, early)
+        assert done.verified and done.decode_ms > early.decode_ms
+        assert dataclasses.replace(done, decode_ms=0, encode_ms=0) == dataclasses.replace(
+            early, decode_ms=0, encode_ms=0, verified=True)
+
+
+def test_confirm_refuses_a_file_whose_symbols_differ(image, tiny_elic) -> None:
+    from app import bitstream
+    from app.errors import BitstreamError
+
+    early = M.code(tiny_elic, image, "", tiny_elic.rate_range[1], early=True)
+    header, strings = bitstream.unpack(early.data)
+    y = bytearray(strings[0])
+    y[len(y) // 2] ^= 0x5A  # the symbols now decode to something else
+    forged = bitstream.pack(header, [bytes(y), strings[1]])
+    with pytest.raises(BitstreamError):
+        M.confirm(tiny_elic, dataclasses.replace(early, data=forged))
+
+
+def test_early_is_an_ordinary_coding_where_the_codec_cannot_do_it(image, tiny_elic) -> None:
+    jpeg = M.code(get_classical_codec("jpeg"), image, rate=40, early=True)
+    assert jpeg.verified  # classical: decoded as usual
+    search = M.code(tiny_elic, image, target_bpp=0.5, early=True)
+    assert search.verified  # a bpp search: decoded as usual

@@ -825,6 +825,35 @@ def test_tiny_models_end_to_end(tiny_backend, tmp_path):
     assert "taco-tiny" in info
 
 
+def test_first_answer_shows_the_encoders_reconstruction_and_the_second_confirms_it(
+        tiny_backend, tmp_path, monkeypatch):
+    """Step 1 (early) skips the entropy decoding: no decode time yet; step 2 entropy-decodes the
+    same files (no new encode) and the images are those the decoder gives."""
+    from app.codecs import load_codec
+
+    RESULTS_CACHE.clear()
+    img = tmp_path / "tiny.png"
+    Image.fromarray(photo(64, 96)).save(img)
+    codecs = {n: load_codec(n, allow_random=True) for n in ("taco-tiny", "elic-tiny")}
+    encodes, decodes = [], []
+    for name, codec in codecs.items():
+        enc, dec = codec.encode, codec.decompress
+        monkeypatch.setattr(codec, "encode",
+                            lambda *a, _f=enc, _n=name, **k: encodes.append(_n) or _f(*a, **k))
+        monkeypatch.setattr(codec, "decompress",
+                            lambda *a, _f=dec, _n=name, **k: decodes.append(_n) or _f(*a, **k))
+    first = run_compare(str(img), "a test pattern", 50, model_set=TINY_SET, backend=tiny_backend,
+                        ms_ssim=False, early=True)
+    assert sorted(encodes) == ["elic-tiny", "taco-tiny"] and decodes == []
+    assert all(r.decode_ms is None for r in first.runs)
+    second = run_compare(str(img), "a test pattern", 50, model_set=TINY_SET, backend=tiny_backend)
+    assert len(encodes) == 2 and decodes == []  # confirmed from the cache, not coded again
+    for a, b in zip(first.runs, second.runs, strict=True):
+        assert a.data == b.data and np.array_equal(a.recon, b.recon)
+        assert b.decode_ms is not None and b.decode_ms > 0
+        np.testing.assert_array_equal(np.asarray(codecs[b.codec_name].decompress(b.data)), a.recon)
+
+
 def test_missing_weights_notice():
     class Empty(FakeBackend):
         def available_model_sets(self):

@@ -194,7 +194,7 @@ class LearnedCodec:
 
     def _encode_once(self, x_pad, h: int, w: int, text, lmbda: float,
                      seen: rate_search.SeenImage | None = None) -> bytes:
-        """One real file at ``lmbda``; with ``seen``, its analysis latent and file are kept."""
+        """One real file at ``lmbda``; with ``seen``, its analysis latent, ŷ and file are kept."""
         import torch
 
         variant = self._variant(lmbda)
@@ -213,6 +213,7 @@ class LearnedCodec:
         data = self._pack(variant, out, lmbda, h, w)
         if seen is not None:
             seen.files[lmbda] = data
+            seen.y_hat = out["y_hat"]
         return data
 
     def _rate_arg(self, lmbda: float) -> float | None:
@@ -230,12 +231,16 @@ class LearnedCodec:
         caption: str = "",
         lmbda: float | None = None,
         target_bpp: float | None = None,
+        reconstruct: bool = False,
     ) -> Encoded:
         """Compress and report the cost; ``target_bpp`` searches λ (overrides ``lmbda``).
 
         An encode at a given λ always runs in full (its time is what it costs), and leaves its
-        analysis latent and file with the codec (the last `rate_search.SEEN_IMAGES` images): a bpp search on
-        the same image and caption then starts from them instead of coding the image again.
+        analysis latent and file with the codec (the last `rate_search.SEEN_IMAGES` images): a
+        bpp search on the same image and caption then starts from them instead of coding the
+        image again. ``reconstruct`` (at a given λ) also returns the decoded image made from the
+        encoder's own ŷ — what decoding the file here gives, without its entropy decoding; confirm
+        it with :meth:`verify`.
         """
         arr = to_rgb_array(image)
         h, w = arr.shape[:2]
@@ -254,7 +259,26 @@ class LearnedCodec:
             seen = rate_search.SeenImage()
             data = self._encode_once(x_pad, h, w, text, lam, seen)
             self._seen_images.put(key, seen)
+            if reconstruct:
+                t1 = time.perf_counter()
+                import torch
+
+                model = self._model(self._variant(lam))
+                with torch.inference_mode():
+                    x_hat = model.synthesize(seen.y_hat, self._rate_arg(lam))
+                recon = _to_uint8(x_hat[0, :, :h, :w].cpu())
+                return Encoded(data, h, w, lam, (t1 - t0) * 1e3, recon,
+                               (time.perf_counter() - t1) * 1e3)
         return Encoded(data, h, w, lam, (time.perf_counter() - t0) * 1e3)
+
+    def verify(self, data: bytes) -> None:
+        """Entropy-decode ``data`` and check its symbols against the encoder's (no synthesis).
+
+        Raises `BitstreamError` exactly where :meth:`decompress` would; when it returns, the
+        decoder's ŷ is the encoder's, so the image of ``encode(..., reconstruct=True)`` is the one
+        decoding gives here.
+        """
+        self._decode_latent(*self._unpack_own(data))
 
     def forget_images(self) -> None:
         """Drop the kept latents and files (benchmarks that time a search from scratch)."""
@@ -346,14 +370,19 @@ class LearnedCodec:
         return np.ascontiguousarray(x_hat.permute(1, 2, 0).float().numpy())
 
     def _decode(self, header: bitstream.Header, strings: list[bytes]) -> Image.Image:
-        import torch
-
-        x_hat = self._decode_tensor(header, strings)
-        arr = (x_hat.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        return Image.fromarray(np.ascontiguousarray(arr), "RGB")
+        return Image.fromarray(_to_uint8(self._decode_tensor(header, strings)), "RGB")
 
     def _decode_tensor(self, header: bitstream.Header, strings: list[bytes]):
         """Validate the header against this codec and run the decoder: (3, H, W) float."""
+        import torch
+
+        model, y_hat, lam = self._decode_latent(header, strings)
+        with torch.inference_mode():
+            x_hat = model.synthesize(y_hat, self._rate_arg(lam))
+        return x_hat[0, :, : header.height, : header.width].cpu()
+
+    def _decode_latent(self, header: bitstream.Header, strings: list[bytes]):
+        """Validate the header against this codec and entropy-decode: (model, ŷ, λ)."""
         import torch
 
         lam = header.lmbda
@@ -376,7 +405,6 @@ class LearnedCodec:
         model = self._model(variant)
         ph, pw = padded(header.height), padded(header.width)
         shape = (ph // 64, pw // 64)
-        rate_arg = lam if self.rate_range is not None else None
         n_y = int(self.cfg.get("M", 320)) * (ph // 16) * (pw // 16)
         n_z = int(self.cfg.get("N", 192)) * (ph // 64) * (pw // 64)
         y_string, z_string = rans_guard(strings[0], n_y), rans_guard(strings[1], n_z)
@@ -390,8 +418,7 @@ class LearnedCodec:
                 )
         try:
             with torch.inference_mode():
-                out = model.decompress([[y_string], [z_string]], shape, lmbda=rate_arg,
-                                       coding=header.coding)
+                out = model.decode_latent([[y_string], [z_string]], shape, coding=header.coding)
         except TacoError:
             raise
         except Exception as exc:  # the entropy decoder rejects some garbage itself
@@ -404,6 +431,14 @@ class LearnedCodec:
                 + (", made for the CPU class that wrote it)" if header.coding == bitstream.FLOAT
                    else ")")
             )
-        return out["x_hat"][0, :, : header.height, : header.width].cpu()
+        return model, out["y_hat"], lam
+
+
+def _to_uint8(x_hat) -> np.ndarray:
+    """A decoder's (3, H, W) float output as the (H, W, 3) uint8 image a user gets."""
+    import torch
+
+    arr = (x_hat.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return np.ascontiguousarray(arr)
 
 

@@ -98,13 +98,21 @@ class Capabilities:
 
 @dataclass
 class Encoded:
-    """A compressed image and what it cost; ``lmbda`` is the rate parameter used (λ or quality)."""
+    """A compressed image and what it cost; ``lmbda`` is the rate parameter used (λ or quality).
+
+    ``recon`` (when the encoder was asked for it and can give it) is the 8-bit image that
+    decoding ``data`` on this machine gives, made from the encoder's own quantised latents
+    (``recon_ms`` is that synthesis step); a caller that shows it must still confirm it with the
+    codec's ``verify(data)``.
+    """
 
     data: bytes
     height: int
     width: int
     lmbda: float | None
     encode_ms: float
+    recon: np.ndarray | None = None
+    recon_ms: float = 0.0
 
     @property
     def bpp(self) -> float:

@@ -38,10 +38,12 @@ SEEN_IMAGES = 2
 
 @dataclass
 class SeenImage:
-    """What encoding one image (and caption) produced: the gain-free latent, files per λ."""
+    """What encoding one image (and caption) produced: the gain-free latent, files per λ, and the
+    quantised latent ŷ of the last file."""
 
     latent: Any = None
     files: dict[float, bytes] = field(default_factory=dict)
+    y_hat: Any = None
 
 
 def _clamp(v: float, lo: float, hi: float) -> float:

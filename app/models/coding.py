@@ -212,7 +212,7 @@ class RealCoding(CompressionModel):
                 indexes[b].append(idx[b].reshape(-1))
             return unsqueeze_half(q + means_sq, parity)
 
-        self._coding_path(z_hat, code_half, coding)
+        y_hat = self._coding_path(z_hat, code_half, coding)
 
         y_strings: list[bytes] = []
         crcs: list[int] = []
@@ -230,6 +230,7 @@ class RealCoding(CompressionModel):
             "shape": (int(z.shape[-2]), int(z.shape[-1])),
             "symbols_crc": crcs,
             "tables_crc": tables.crc,
+            "y_hat": y_hat,
         }
 
     @torch.no_grad()
@@ -246,6 +247,27 @@ class RealCoding(CompressionModel):
         inverse gain; the entropy decoding itself does not depend on it), ``coding`` the path it
         was encoded with. Also returns ``"symbols_crc"`` of the decoded symbols (see
         :meth:`compress`): a value different from the encoder's means the decoder lost sync.
+        """
+        out = self.decode_latent(strings, shape, coding)
+        return {"x_hat": self.synthesize(out["y_hat"], lmbda), "symbols_crc": out["symbols_crc"]}
+
+    @torch.no_grad()
+    def synthesize(self, y_hat: Tensor, lmbda: float | Tensor | None = None) -> Tensor:
+        """x̂ from a quantised latent ŷ (of :meth:`decode_latent` or :meth:`compress_latent`)."""
+        # one memory layout whichever half produced ŷ, so g_s runs the same kernels on it
+        return self._synthesis(y_hat.contiguous(), self._gains(lmbda, y_hat.shape[0]))
+
+    @torch.no_grad()
+    def decode_latent(
+        self,
+        strings: Sequence[Sequence[bytes]],
+        shape: Sequence[int],
+        coding: str = PORTABLE,
+    ) -> dict[str, Any]:
+        """The entropy-decoding half of :meth:`decompress`: ``{"y_hat", "symbols_crc"}``.
+
+        ŷ is bit for bit the ``"y_hat"`` that :meth:`compress_latent` returned when the symbols
+        checks agree (the same symbols plus the same exactly computed means).
         """
         if len(strings) != 2 or len(strings[0]) != len(strings[1]):
             raise ValueError("expected strings = [[y_bytes…], [z_bytes…]] of equal lengths")
@@ -268,7 +290,6 @@ class RealCoding(CompressionModel):
             z_symbols.append(torch.tensor(values, dtype=torch.int32))
         z_hat = torch.stack(z_symbols).reshape(-1, self.N, zh, zw).to(device).float() + medians
         z_hat = z_hat.contiguous()
-        gains = self._gains(lmbda, z_hat.shape[0])
 
         decoders: list[RansDecoder] = []
         for y_string in strings[0]:
@@ -297,7 +318,7 @@ class RealCoding(CompressionModel):
         except FloatingPointError as exc:
             raise BitstreamError(f"bitstream cannot be decoded: {exc}") from None
         crcs = [symbols_crc(torch.cat(ys), zs) for ys, zs in zip(y_symbols, z_symbols, strict=True)]
-        return {"x_hat": self._synthesis(y_hat, gains), "symbols_crc": crcs}
+        return {"y_hat": y_hat, "symbols_crc": crcs}
 
 
 class _FloatEntropyModel:

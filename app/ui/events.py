@@ -172,7 +172,8 @@ class Callbacks:
     # ------------------------------------------------------------------ the comparison
 
     def run(self, req: CompareRequest, progress: gr.Progress, *,
-            rate_matched: bool | None = None, ms_ssim: bool = True) -> CompareResult:
+            rate_matched: bool | None = None, ms_ssim: bool = True, early: bool = False
+            ) -> CompareResult:
         return run_compare(
             req.image,
             req.caption,
@@ -184,6 +185,7 @@ class Callbacks:
             backend=self.backend,
             progress=progress_fn(progress),
             ms_ssim=ms_ssim,
+            early=early,
         )
 
     def present(self, result: CompareResult, view: str, lpips_conv: str) -> tuple:
@@ -244,12 +246,13 @@ class Callbacks:
             raise as_gr_error(exc) from None
 
     def compare_fast(self, *values: Any, progress: gr.Progress = gr.Progress()) -> tuple:
-        """TACO and ELIC with bpp, PSNR and LPIPS: the page's fast first answer (MS-SSIM and the
-        rate-matched rows follow in :meth:`compare_extras`)."""
+        """TACO and ELIC with bpp, PSNR and LPIPS: the page's fast first answer (MS-SSIM, the
+        decoders' check of the files and their times, and the rate-matched rows follow in
+        :meth:`compare_extras`)."""
         req = CompareRequest.of(values)
         try:
-            return self.present(self.run(req, progress, rate_matched=False, ms_ssim=False),
-                                req.view, req.lpips_conv)
+            return self.present(self.run(req, progress, rate_matched=False, ms_ssim=False,
+                                         early=True), req.view, req.lpips_conv)
         except Exception as exc:
             raise as_gr_error(exc) from None
 
