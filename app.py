@@ -1,7 +1,8 @@
 """Entry point of the TACO demo (also the Hugging Face Space's `app_file`).
 
-Wiring only: the UI is built by `app.ui.layout.build_demo()` from the package; models load lazily
-on the first request, so the page is up in seconds.
+Wiring only: the UI is built by `app.ui.layout.build_demo()` from the package; the embedded models
+load and code the opening example before the server starts (a few seconds), other models on
+first use.
 
     python app.py                       # http://127.0.0.1:7860
     TACO_MODEL_SET=tiny python app.py   # tiny random models (pipeline check, no weights needed)
@@ -21,7 +22,7 @@ if __name__ != "__mp_main__":
 
     fetch_on_startup()
 
-    demo = build_demo(prewarm=True)  # the opening example is computed while the page loads
+    demo = build_demo(prewarm=True)  # the opening example is computed before the server starts
 
 if __name__ == "__main__":
     demo.launch(**launch_kwargs())

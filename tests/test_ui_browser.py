@@ -203,15 +203,71 @@ def test_attention_and_zoom_tabs_render(page_url):
             browser.close()
 
 
+def test_an_example_picked_while_the_opening_one_computes_is_what_the_page_shows(tmp_path,
+                                                                                 monkeypatch):
+    """The page-load event fills in the opening example's results only; an example clicked while
+    they are still being computed keeps its own image and caption, and its results come last."""
+    pytest.importorskip("playwright.sync_api")
+    import time
+
+    from playwright.sync_api import sync_playwright
+
+    from app.ui.events import Callbacks
+    from app.ui.examples import load_examples
+    from app.ui.layout import build_demo, launch_kwargs
+
+    monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path / "examples-cache"))
+    RESULTS_CACHE.clear()
+    examples = load_examples()[:3]
+    assert len(examples) == 3
+    original_run = Callbacks.run
+    first: list[int] = []
+
+    def slow_first_run(self, *args, **kwargs):
+        if not first:  # the opening example, computed by the page-load event
+            first.append(1)
+            time.sleep(4)
+        return original_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(Callbacks, "run", slow_first_run)
+    demo = build_demo(model_sets={FAKE_SET.label: FAKE_SET}, backend=FakeBackend(),
+                      examples=examples)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
+                            **launch_kwargs())
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1600, "height": 1000})
+                page.goto(url)
+                page.wait_for_selector("#taco-examples .gallery-item", timeout=120_000)
+                assert page.locator("#taco-caption textarea").input_value() == examples[0].caption
+                page.locator("#taco-examples .gallery-item").nth(2).click()  # during the 4 s
+                want = examples[2].caption
+                page.wait_for_function(
+                    "t => document.querySelector('#taco-status') &&"
+                    " document.querySelector('#taco-status').innerText.includes(t)",
+                    arg=want[:60], timeout=120_000)
+                page.wait_for_timeout(6000)  # the opening example's results have arrived by now
+                assert first, "the opening example was not computed"
+                assert page.locator("#taco-caption textarea").input_value() == want
+                assert want[:60] in page.inner_text("#taco-status")
+            finally:
+                browser.close()
+    finally:
+        demo.close()
+
+
 # ------------------------------------------------------------------------------------------------
 # Screenshot for docs/: `python tests/test_ui_browser.py docs/screenshot.png [--stand-in]`
-# (`--attention`: the caption-attention tab after the example, e.g. docs/attention.png)
+# (`--attention`: the caption-attention tab after the example, e.g. docs/attention.png;
+#  `--first-step`: the page after a new Compare's first step, e.g. docs/first_step.png)
 # (default: the shipped models and examples; --stand-in: the fake quantiser codecs, layout only)
 # ------------------------------------------------------------------------------------------------
 
 
 def take_screenshot(out: str, stand_in: bool = False, example: int = 1, height: int = 1240,
-                    attention: bool = False) -> None:
+                    attention: bool = False, first_step: bool = False) -> None:
     import tempfile
 
     from playwright.sync_api import sync_playwright
@@ -239,6 +295,11 @@ def take_screenshot(out: str, stand_in: bool = False, example: int = 1, height: 
             page.locator(".gallery-item").nth(example).click()
             page.wait_for_selector("#taco-metrics .table-container:not(.no-rows)", timeout=900_000)
             page.wait_for_timeout(4000)
+            if first_step:  # a new caption, Compare, and the page as the first step leaves it
+                page.locator("#taco-caption textarea").fill("an old pagoda above a lake")
+                page.locator("#taco-compare-btn").click()
+                page.wait_for_function(f"{ROW_COUNT_JS} === 2", timeout=900_000)
+                page.evaluate("window.scrollTo(0, 0)")
             if attention:
                 page.get_by_role("tab", name="Caption attention").click()
                 page.get_by_role("button", name="Show where the encoder looks").click()
@@ -256,4 +317,4 @@ if __name__ == "__main__":
 
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     take_screenshot(args[0] if args else "docs/screenshot.png", "--stand-in" in sys.argv,
-                    attention="--attention" in sys.argv)
+                    attention="--attention" in sys.argv, first_step="--first-step" in sys.argv)

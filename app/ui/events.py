@@ -137,34 +137,28 @@ class Callbacks:
 
     # ------------------------------------------------------------------ the opening example
 
-    def set_start_example(self, image: str, caption: str, values: Sequence[Any]) -> None:
-        """The example the page opens on (``values``: every COMPARE_FIELDS value)."""
-        self.start_values = (image, caption, *values)
+    def set_start_example(self, values: Sequence[Any]) -> None:
+        """The example the page opens on (``values``: every COMPARE_FIELDS value; the page shows
+        its image and caption from the start)."""
+        self.start_values = tuple(values)
 
     def start_outputs(self) -> tuple:
-        """(image, caption, *COMPARE_OUTPUTS) of the opening example: computed once per process
-        (the first page load, or :meth:`prewarm` at server start) and kept, so every visitor
-        sees finished results at once. Failure gives an empty page, never an error."""
+        """COMPARE_OUTPUTS of the opening example: computed once per process (the first page
+        load, or before the server starts) and kept, so every visitor sees finished
+        results at once. Failure leaves the outputs empty, never an error."""
         if self.start_values is None:
-            return (gr.skip(),) * (2 + len(COMPARE_OUTPUTS))
+            return (gr.skip(),) * len(COMPARE_OUTPUTS)
         with self._start_lock:
             if self._start_outputs is None:
-                image, caption, *values = self.start_values
                 try:
-                    req = CompareRequest.of(values)
+                    req = CompareRequest.of(self.start_values)
                     out = self.present(self.run(req, _NO_PROGRESS),  # type: ignore[arg-type]
                                        req.view, req.lpips_conv)
                 except Exception as exc:  # a missing model must not break the page
                     log.warning("opening example not computed: %s", first_line(exc))
-                    return (gr.skip(),) * (2 + len(COMPARE_OUTPUTS))
-                self._start_outputs = (image, caption, *out)
+                    return (gr.skip(),) * len(COMPARE_OUTPUTS)
+                self._start_outputs = tuple(out)
             return self._start_outputs
-
-    def prewarm(self) -> threading.Thread:
-        """Compute the opening example in a background thread (server start-up)."""
-        thread = threading.Thread(target=self.start_outputs, name="taco-prewarm", daemon=True)
-        thread.start()
-        return thread
 
     def pick(self, label: str | None) -> ModelSet:
         return pick_model_set(label or self.default_set, self.sets)
@@ -240,6 +234,10 @@ class Callbacks:
         """
         req = CompareRequest(image, caption, rate, use_target, target_bpp, model_set,
                              rate_matched, view, lpips_conv)
+        # An example clicked while the opening example is still being computed waits for it, so
+        # its results reach the page after the opening ones, never before them.
+        with self._start_lock:
+            pass
         try:
             return self.present(self.run(req, progress), req.view, req.lpips_conv)
         except Exception as exc:

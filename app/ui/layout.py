@@ -7,6 +7,7 @@ inputs and outputs are listed by name (`COMPARE_FIELDS`, `COMPARE_OUTPUTS`), not
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -36,6 +37,8 @@ __all__ = ["build_demo", "launch_kwargs"]
 
 #: Temporary files (uploads, outputs) are swept every 30 min once older than 1 h.
 DELETE_CACHE = (1800, 3600)
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -67,9 +70,10 @@ def build_demo(
 ) -> gr.Blocks:
     """Build the demo. Tests inject `model_sets` (e.g. the tiny random set) and a `backend`.
 
-    Nothing heavy happens here: models load on the first request. The page opens on the first
-    example with its results (``TACO_UI_START_EXAMPLE``, on by default), computed on the first
-    visit, or right away in a background thread with ``prewarm`` (what ``app.py`` does).
+    Nothing heavy happens here unless ``prewarm``: models load on the first request. The page
+    opens on the first example with its results (``TACO_UI_START_EXAMPLE``, on by default),
+    computed on the first visit, or here, before the server starts, with ``prewarm`` (what
+    ``app.py`` does: a few seconds more at start-up, and every page opens finished at once).
     """
     settings = get_settings()
     backend = backend or default_backend()
@@ -77,6 +81,10 @@ def build_demo(
     set_labels = list(sets)
     default_set = set_labels[0]
     examples = load_examples() if examples is None else examples
+    # The page opens on the first example: its image and caption are the inputs' initial values
+    # (the page-load event fills in only its results, so it can never overwrite an example or an
+    # upload the visitor picked while those results were still being computed).
+    start = examples[0] if examples and settings.ui_start_example else None
     cb = Callbacks(backend, sets, [*load_reference_curves(results_dir), *PUBLISHED_CURVES])
 
     # ------------------------------------------------------------------ layout
@@ -96,6 +104,7 @@ def build_demo(
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=340):
                 image = gr.Image(
+                    value=str(start.path) if start else None,
                     label="Image",
                     type="filepath",
                     image_mode=None,
@@ -103,9 +112,11 @@ def build_demo(
                     height=280,
                     elem_id="taco-image",
                 )
-                image_note = gr.Markdown("", elem_classes=["taco-small"])
+                image_note = gr.Markdown(cb.input_notice(str(start.path)) if start else "",
+                                         elem_classes=["taco-small"])
                 ex_holder = gr.Column()
                 caption = gr.Textbox(
+                    value=start.caption if start else "",
                     label="Caption (goes to TACO's encoder only: 0 bits, never transmitted)",
                     lines=2,
                     max_lines=4,
@@ -427,13 +438,15 @@ def build_demo(
         taco_file.upload(
             cb.decode, [taco_file], [decoded, decode_info], api_visibility="private", **heavy
         )
-        if examples and settings.ui_start_example:
-            first = examples[0]
-            cb.set_start_example(str(first.path), first.caption, example_values(first, default_set))
-            demo.load(cb.start_outputs, None, [image, caption, *compare_outputs],
+        if start is not None:
+            cb.set_start_example(example_values(start, default_set))
+            demo.load(cb.start_outputs, None, compare_outputs,
                       api_visibility="private", show_progress="minimal", **heavy)
             if prewarm:
-                cb.prewarm()
+                # before the server takes visitors: the page-load event then answers at once, so
+                # nothing a visitor clicks can be overtaken by the opening example's results
+                log.info("computing the opening example (%s)", start.path.name)
+                cb.start_outputs()
         # Page load: slider step, λ line and token counter for the default models (the TACO model
         # loads here, in the background of the first visit, not at server start).
         demo.load(
