@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import pytest
@@ -142,3 +143,23 @@ def test_target_bpp_search_finds_the_bisection_bracket(name, image):
             want = lo if target - rates[lo] <= rates[hi] - target else hi
         assert q == want, (target, q, want)
     assert max(n) <= 10 and sum(n) / len(n) <= 7
+
+
+@pytest.mark.parametrize("name", CLASSICAL_CODECS)
+def test_target_bpp_search_starts_on_the_codecs_typical_curve(name, image):
+    """The first probe is the quality where the codec's typical rate curve meets the target."""
+    codec = get_classical_codec(name)
+    probes: list[int] = []
+    original = codec.encode_quality
+
+    def counted(pil, q):
+        probes.append(q)
+        return original(pil, q)
+
+    codec.encode_quality = counted  # type: ignore[method-assign]
+    for q, bpp in codec.typical_rate[2:-2]:
+        probes.clear()
+        codec.compress_to_bpp(image, bpp)
+        assert probes[0] == q
+    assert codec._curve_quality(math.log(codec.typical_rate[0][1]) - 1) == codec.typical_rate[0][0]
+    assert codec._curve_log_bpp(1000) == pytest.approx(math.log(codec.typical_rate[-1][1]))
