@@ -258,6 +258,7 @@ class LearnedCodec:
             lam = self.resolve_lmbda(lmbda)
             seen = rate_search.SeenImage()
             data = self._encode_once(x_pad, h, w, text, lam, seen)
+            y_hat, seen.y_hat = seen.y_hat, None  # only this call needs it: keep the LRU small
             self._seen_images.put(key, seen)
             if reconstruct:
                 t1 = time.perf_counter()
@@ -265,7 +266,7 @@ class LearnedCodec:
 
                 model = self._model(self._variant(lam))
                 with torch.inference_mode():
-                    x_hat = model.synthesize(seen.y_hat, self._rate_arg(lam))
+                    x_hat = model.synthesize(y_hat, self._rate_arg(lam))
                 recon = _to_uint8(x_hat[0, :, :h, :w].cpu())
                 return Encoded(data, h, w, lam, (t1 - t0) * 1e3, recon,
                                (time.perf_counter() - t1) * 1e3)

@@ -38,8 +38,9 @@ SEEN_IMAGES = 2
 
 @dataclass
 class SeenImage:
-    """What encoding one image (and caption) produced: the gain-free latent, files per λ, and the
-    quantised latent ŷ of the last file."""
+    """What encoding one image (and caption) produced: the gain-free latent and files per λ
+    (``y_hat``, the quantised latent of the last file, only until the encode that made it
+    returns)."""
 
     latent: Any = None
     files: dict[float, bytes] = field(default_factory=dict)
