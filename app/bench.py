@@ -213,12 +213,15 @@ def ui_request(image: np.ndarray, caption: str, repeat: int = 5, warmup: int = 1
     then the rate-matched rows (ELIC, JPEG, WebP, AVIF searched to TACO's bpp), which reuse the
     first step's cached codings. ``first_result`` is the first step's time, ``full`` both steps'.
     The UI's results cache, the codecs' kept latents and the kept LPIPS features are emptied
-    before each round, so every round codes and scores the image afresh (models stay loaded). Warm medians over ``repeat`` rounds after ``warmup`` untimed ones.
+    before each round, so every round codes and scores the image afresh (models stay loaded).
+    Warm medians over ``repeat`` rounds after ``warmup`` untimed ones.
     """
     import tempfile
 
     from PIL import Image
 
+    from app.codecs import LearnedCodec
+    from app.codecs.registry import loaded_codecs
     from app.metrics import forget_references
     from app.ui.backend import default_backend
     from app.ui.cache import RESULTS_CACHE
@@ -232,7 +235,6 @@ def ui_request(image: np.ndarray, caption: str, repeat: int = 5, warmup: int = 1
     backend = default_backend()
     sets = {model_set.label: model_set} if model_set is not None else resolve_model_sets(backend)
     cb = Callbacks(backend, sets, [])
-    chosen = cb.pick(cb.default_set)
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/request.png"
         Image.fromarray(compare_image(image)).save(path)
@@ -248,10 +250,9 @@ def ui_request(image: np.ndarray, caption: str, repeat: int = 5, warmup: int = 1
         for i in range(max(0, warmup) + repeat):
             RESULTS_CACHE.clear()  # and what the codecs and LPIPS keep about this image
             forget_references()
-            for name in (chosen.taco, chosen.elic):
-                if name:
-                    codec = backend.load_codec(name, allow_random=chosen.allow_random)
-                    getattr(codec, "forget_images", lambda: None)()
+            for codec in loaded_codecs():
+                if isinstance(codec, LearnedCodec):
+                    codec.forget_images()
             t0 = time.perf_counter()
             cb.compare_fast(*values, progress=no_progress)  # type: ignore[arg-type]
             t1 = time.perf_counter()

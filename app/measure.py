@@ -131,13 +131,13 @@ def code(codec: Codec, image: np.ndarray, caption: str = "", rate: float | None 
     ``rate`` is the codec's rate parameter (λ, or a Pillow quality); ``target_bpp`` (if given)
     searches it. A reconstruction of another size than the input raises `TacoError`.
 
-    ``early``: where the codec offers it (a learned codec at a given rate: ``verify`` and
-    ``encode(..., reconstruct=True)``), the reconstruction is synthesised from the encoder's ŷ —
+    ``early``: where the codec offers it (``capabilities.early_reconstruction``, at a given rate),
+    the reconstruction is synthesised from the encoder's ŷ —
     bit for bit what decoding the file here gives once its symbols check out — and the result is
     unconfirmed (``verified=False``) until :func:`confirm`. Elsewhere it is an ordinary `code`.
     """
     t0 = time.perf_counter()
-    if early and target_bpp is None and callable(getattr(codec, "verify", None)):
+    if early and target_bpp is None and codec.capabilities.early_reconstruction:
         enc = codec.encode(image, caption=caption, lmbda=rate, reconstruct=True)  # type: ignore[call-arg]
         if enc.recon is not None:
             return Coded(codec.name, bytes(enc.data), _same_size(codec, enc.recon, image),

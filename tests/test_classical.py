@@ -113,21 +113,27 @@ def test_bad_inputs_and_names(image):
     assert not is_classical("taco")
 
 
+def record_encodes(codec, monkeypatch) -> list[int]:
+    """The qualities ``codec`` encodes from now on, in order (restored after the test)."""
+    qualities: list[int] = []
+    original = codec.encode_quality
+
+    def counted(pil, q):
+        qualities.append(q)
+        return original(pil, q)
+
+    monkeypatch.setattr(codec, "encode_quality", counted)
+    return qualities
+
+
 @pytest.mark.parametrize("name", CLASSICAL_CODECS)
-def test_target_bpp_search_finds_the_bisection_bracket(name, image):
+def test_target_bpp_search_finds_the_bisection_bracket(name, image, monkeypatch):
     """The seeded search returns exactly what the bracket rule gives on all 100 qualities (the
     slope seed changes how many encodes it takes, never the answer), in few encodes."""
     codec = get_classical_codec(name)
     pixels = image.shape[0] * image.shape[1]
     rates = {q: 8 * len(codec.encode_quality(image, q)) / pixels for q in range(1, 101)}
-    encodes: list[int] = []
-    original = codec.encode_quality
-
-    def counted(pil, q):
-        encodes.append(q)
-        return original(pil, q)
-
-    codec.encode_quality = counted  # type: ignore[method-assign]
+    encodes = record_encodes(codec, monkeypatch)
     n = []
     for target in np.geomspace(rates[1] * 0.8, rates[100] * 1.2, 9):
         encodes.clear()
@@ -146,17 +152,10 @@ def test_target_bpp_search_finds_the_bisection_bracket(name, image):
 
 
 @pytest.mark.parametrize("name", CLASSICAL_CODECS)
-def test_target_bpp_search_starts_on_the_codecs_typical_curve(name, image):
+def test_target_bpp_search_starts_on_the_codecs_typical_curve(name, image, monkeypatch):
     """The first probe is the quality where the codec's typical rate curve meets the target."""
     codec = get_classical_codec(name)
-    probes: list[int] = []
-    original = codec.encode_quality
-
-    def counted(pil, q):
-        probes.append(q)
-        return original(pil, q)
-
-    codec.encode_quality = counted  # type: ignore[method-assign]
+    probes = record_encodes(codec, monkeypatch)
     for q, bpp in codec.typical_rate[2:-2]:
         probes.clear()
         codec.compress_to_bpp(image, bpp)

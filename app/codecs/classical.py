@@ -133,23 +133,13 @@ class PillowCodec:
 
     def _curve_quality(self, log_bpp: float) -> float:
         """The quality at which `typical_rate` reaches ``exp(log_bpp)`` (log-linear, clamped)."""
-        pts = [(q, math.log(b)) for q, b in self.typical_rate]
-        if log_bpp <= pts[0][1]:
-            return float(pts[0][0])
-        for (q0, r0), (q1, r1) in zip(pts, pts[1:], strict=False):
-            if log_bpp <= r1:
-                return q0 + (log_bpp - r0) * (q1 - q0) / (r1 - r0)
-        return float(pts[-1][0])
+        qs, rates = zip(*self.typical_rate, strict=True)
+        return float(np.interp(log_bpp, np.log(rates), qs))
 
     def _curve_log_bpp(self, q: float) -> float:
         """log bpp of `typical_rate` at quality ``q`` (log-linear in between, flat outside)."""
-        pts = [(qq, math.log(b)) for qq, b in self.typical_rate]
-        if q <= pts[0][0]:
-            return pts[0][1]
-        for (q0, r0), (q1, r1) in zip(pts, pts[1:], strict=False):
-            if q <= q1:
-                return r0 + (q - q0) * (r1 - r0) / (q1 - q0)
-        return pts[-1][1]
+        qs, rates = zip(*self.typical_rate, strict=True)
+        return float(np.interp(q, qs, np.log(rates)))
 
     def _bracket(self, rate: Callable[[int], float], target_bpp: float) -> tuple[int, int]:
         """``(lo, hi)``, ``hi = lo + 1``: the highest quality with ``rate <= target_bpp`` (1 if
@@ -317,6 +307,7 @@ class AvifCodec(PillowCodec):
     pil_format = "AVIF"
     typical_rate = ((1, 0.078), (5, 0.084), (10, 0.107), (20, 0.154), (30, 0.225), (40, 0.338),
                     (50, 0.53), (60, 0.764), (70, 1.041), (80, 1.381), (90, 1.949), (100, 5.173))
+
     def __init__(self) -> None:
         _ensure_avif()
 

@@ -86,6 +86,7 @@ class LearnedCodec:
             text_encoder=self.text_encoder_kind,
             float_decode=True,
             untrusted_decode=True,
+            early_reconstruction=True,
         )
 
     @property
@@ -193,8 +194,9 @@ class LearnedCodec:
     # -- coding -------------------------------------------------------------------------------
 
     def _encode_once(self, x_pad, h: int, w: int, text, lmbda: float,
-                     seen: rate_search.SeenImage | None = None) -> bytes:
-        """One real file at ``lmbda``; with ``seen``, its analysis latent, ŷ and file are kept."""
+                     seen: rate_search.SeenImage | None = None) -> tuple[bytes, Any]:
+        """One real file at ``lmbda`` and its quantised latent ŷ; with ``seen``, the analysis
+        latent and the file are kept."""
         import torch
 
         variant = self._variant(lmbda)
@@ -213,8 +215,7 @@ class LearnedCodec:
         data = self._pack(variant, out, lmbda, h, w)
         if seen is not None:
             seen.files[lmbda] = data
-            seen.y_hat = out["y_hat"]
-        return data
+        return data, out["y_hat"]
 
     def _rate_arg(self, lmbda: float) -> float | None:
         return lmbda if self.rate_range is not None else None
@@ -257,8 +258,7 @@ class LearnedCodec:
         else:
             lam = self.resolve_lmbda(lmbda)
             seen = rate_search.SeenImage()
-            data = self._encode_once(x_pad, h, w, text, lam, seen)
-            y_hat, seen.y_hat = seen.y_hat, None  # only this call needs it: keep the LRU small
+            data, y_hat = self._encode_once(x_pad, h, w, text, lam, seen)
             self._seen_images.put(key, seen)
             if reconstruct:
                 t1 = time.perf_counter()
@@ -301,7 +301,7 @@ class LearnedCodec:
         if self.rate_ladder is not None:
             for lam in self.rate_ladder:
                 if lam not in files:
-                    files[lam] = self._encode_once(x_pad, h, w, text, lam)
+                    files[lam] = self._encode_once(x_pad, h, w, text, lam)[0]
             best = min(self.rate_ladder, key=lambda lam: abs(bpp(files[lam], h, w) - target))
             return files[best], best
         assert self.rate_range is not None

@@ -13,6 +13,9 @@ display strings:
   paper's PSNR is computed on); otherwise it is the 8-bit image as float;
 * ``untrusted_decode`` — files from strangers should be decoded in a child process
   (`app.sandbox`): the learned decoders run a C++ entropy decoder on their input;
+* ``early_reconstruction`` — ``encode(..., reconstruct=True)`` at a given rate also returns the
+  image decoding gives (from the encoder's own latents), and ``verify(data)`` entropy-decodes a
+  file and checks its symbols without synthesising it (`app.measure.code` with ``early``);
 * ``rate`` — how the rate is chosen (:class:`RateControl`).
 """
 
@@ -89,6 +92,7 @@ class Capabilities:
     text_encoder: str | None = None
     float_decode: bool = False
     untrusted_decode: bool = False
+    early_reconstruction: bool = False
 
     @property
     def reads_caption(self) -> bool:

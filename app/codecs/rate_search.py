@@ -38,13 +38,10 @@ SEEN_IMAGES = 2
 
 @dataclass
 class SeenImage:
-    """What encoding one image (and caption) produced: the gain-free latent and files per λ
-    (``y_hat``, the quantised latent of the last file, only until the encode that made it
-    returns)."""
+    """What encoding one image (and caption) produced: the gain-free latent, files per λ."""
 
     latent: Any = None
     files: dict[float, bytes] = field(default_factory=dict)
-    y_hat: Any = None
 
 
 def _clamp(v: float, lo: float, hi: float) -> float:

@@ -86,8 +86,6 @@ def encode_decode(
                 RESULTS_CACHE.put(key, hit)
             return hit
     out = code(codec, image, caption, lmbda, target_bpp, early=early)
-    if not early:
-        out = confirm(codec, out)
     if use_cache:
         RESULTS_CACHE.put(key, out)
     return out
