@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from app.settings import get_settings
@@ -18,6 +18,7 @@ class LRUCache:
         self._max_entries = max_entries
         self._data: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._making: dict[Hashable, threading.Lock] = {}
         self.hits = 0
         self.misses = 0
 
@@ -36,6 +37,29 @@ class LRUCache:
             self._data.move_to_end(key)
             while len(self._data) > self.max_entries:
                 self._data.popitem(last=False)
+
+    def get_or_make(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """The value for ``key``, made by ``make()`` and stored if missing.
+
+        Single flight: a second thread asking for a key that is being made waits for that value
+        instead of making it again (two requests on one image never code it twice at once). An
+        exception in ``make`` stores nothing and reaches only the thread that ran it; a waiting
+        thread then makes the value itself.
+        """
+        value = self.get(key)
+        if value is not None:
+            return value
+        with self._lock:
+            gate = self._making.setdefault(key, threading.Lock())
+        with gate:
+            value = self.get(key)
+            if value is None:
+                value = make()
+                self.put(key, value)
+        with self._lock:
+            if self._making.get(key) is gate and not gate.locked():
+                del self._making[key]
+        return value
 
     @property
     def max_entries(self) -> int:

@@ -26,6 +26,7 @@ TACO_UI_CONCURRENCY        heavy UI requests run at once                        
 TACO_UI_QUEUE              UI requests waiting at most                                 16
 TACO_UI_WEBFONTS           1: the UI loads Google web fonts                            0
 TACO_UI_START_EXAMPLE      1: the page opens on the first example with its results     1
+TACO_UI_PREPARE            1: a new image's caption-free work starts on upload         1
 TACO_CLIP_DIR              a local CLIP text model (transformers layout)               —
 TACO_MINILM_DIR            a local MiniLM sentence model                               —
 TACO_OPENCLIP_DIR          a local open_clip model for CLIPScore                       —
@@ -107,6 +108,7 @@ class Settings:
     ui_queue: int = 16
     ui_webfonts: bool = False
     ui_start_example: bool = True
+    ui_prepare: bool = True
     clip_dir: Path | None = None
     minilm_dir: Path | None = None
     openclip_dir: Path | None = None
@@ -145,6 +147,7 @@ class Settings:
             ui_queue=int(_number(env, "TACO_UI_QUEUE", 16)),
             ui_webfonts=_flag(env, "TACO_UI_WEBFONTS", False),
             ui_start_example=_flag(env, "TACO_UI_START_EXAMPLE", True),
+            ui_prepare=_flag(env, "TACO_UI_PREPARE", True),
             clip_dir=_path(env, "TACO_CLIP_DIR"),
             minilm_dir=_path(env, "TACO_MINILM_DIR"),
             openclip_dir=_path(env, "TACO_OPENCLIP_DIR"),

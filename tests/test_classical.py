@@ -135,20 +135,60 @@ def test_target_bpp_search_finds_the_bisection_bracket(name, image, monkeypatch)
     rates = {q: 8 * len(codec.encode_quality(image, q)) / pixels for q in range(1, 101)}
     encodes = record_encodes(codec, monkeypatch)
     n = []
-    for target in np.geomspace(rates[1] * 0.8, rates[100] * 1.2, 9):
+    targets = np.geomspace(rates[1] * 0.8, rates[100] * 1.2, 9)
+    for target in targets:
+        codec.forget_images()  # a first search on this image
         encodes.clear()
         _, q = codec.compress_to_bpp(image, float(target))
         n.append(len(encodes))
-        lo = max((k for k in rates if rates[k] <= target), default=1)
-        hi = min(lo + 1, 100)
-        if rates[lo] >= target and lo == 1:
-            want = 1
-        elif rates[hi] <= target:
-            want = hi
-        else:
-            want = lo if target - rates[lo] <= rates[hi] - target else hi
-        assert q == want, (target, q, want)
+        assert q == bracket_rule(rates, target), target
     assert max(n) <= 10 and sum(n) / len(n) <= 7
+    # with every earlier search's encodes kept, in another order: the same answers, fewer encodes
+    encodes.clear()
+    for target in targets[::-1]:
+        _, q = codec.compress_to_bpp(image, float(target))
+        assert q == bracket_rule(rates, target), target
+    assert len(encodes) < sum(n)
+    codec.forget_images()
+
+
+def bracket_rule(rates: dict[int, float], target: float) -> int:
+    """The module's rule on the full curve: the closer of the bracket's two qualities."""
+    lo = max((k for k in rates if rates[k] <= target), default=1)
+    hi = min(lo + 1, 100)
+    if rates[lo] >= target and lo == 1:
+        return 1
+    if rates[hi] <= target:
+        return hi
+    return lo if target - rates[lo] <= rates[hi] - target else hi
+
+
+@pytest.mark.parametrize("name", CLASSICAL_CODECS)
+def test_target_bpp_search_reuses_the_images_kept_encodes(name, image, monkeypatch):
+    """A search for a nearby bpp on the same image (the UI's ELIC bpp, then TACO's) gives what a
+    first search gives, with fewer encodes; other image content starts afresh."""
+    codec = get_classical_codec(name)
+    pixels = image.shape[0] * image.shape[1]
+    base = 8 * len(codec.encode_quality(image, 50)) / pixels
+    targets = (base, base * 0.99, base * 1.01, base * 0.5)
+    encodes = record_encodes(codec, monkeypatch)
+    cold = {}
+    for target in targets:
+        codec.forget_images()
+        encodes.clear()
+        cold[target] = codec.compress_to_bpp(image, target), len(encodes)
+    codec.forget_images()
+    codec.compress_to_bpp(image, base)
+    for target in targets:
+        encodes.clear()
+        assert codec.compress_to_bpp(image, target) == cold[target][0], target
+        assert len(encodes) < cold[target][1] or target == base * 0.5, (target, encodes)
+    other = image.copy()
+    other[0, 0] ^= 1
+    encodes.clear()
+    codec.compress_to_bpp(other, 0.6)
+    assert len(encodes) >= 2
+    codec.forget_images()
 
 
 @pytest.mark.parametrize("name", CLASSICAL_CODECS)
@@ -157,6 +197,7 @@ def test_target_bpp_search_starts_on_the_codecs_typical_curve(name, image, monke
     codec = get_classical_codec(name)
     probes = record_encodes(codec, monkeypatch)
     for q, bpp in codec.typical_rate[2:-2]:
+        codec.forget_images()
         probes.clear()
         codec.compress_to_bpp(image, bpp)
         assert probes[0] == q

@@ -252,3 +252,55 @@ def run_compare(
         total_ms=(time.perf_counter() - t_start) * 1e3,
         random_weights=random_weights,
     )
+
+
+#: The steps of `prepare_image`, in the order the page runs them (one event each, so a press
+#: that comes meanwhile is served between them).
+PREPARE_STEPS = ("first", "second", "classical")
+
+
+def prepare_image(
+    image: Any,
+    rate: float = DEFAULT_RATE,
+    *,
+    step: str = "first",
+    model_set: ModelSet | str | None = None,
+    lpips_convention: LpipsConvention = "standard",
+    classical: Sequence[str] = CLASSICAL_CODECS,
+    backend: Backend | None = None,
+) -> bool:
+    """Do now what a comparison of this image needs whatever its caption; True if anything ran.
+
+    The page runs it when an image arrives, while the user writes a caption, in three steps:
+    ``"first"`` is ELIC's row at the slider's λ as the first step of :func:`run_compare` asks
+    for it (the encoder's reconstruction, PSNR, LPIPS; with them the image's LPIPS reference
+    features and ELIC's analysis latent, which TACO's row and ELIC's rate search reuse);
+    ``"second"`` is what the second step adds to that row (the file confirmed by entropy
+    decoding, MS-SSIM); ``"classical"`` runs the classical codecs' quality searches for ELIC's
+    bpp, which TACO's bpp is close to, so the searches for TACO's bpp find most of their
+    encodes already made. Everything goes into the caches the comparison reads; a comparison
+    asked for meanwhile waits for an entry being made instead of computing it a second time, so
+    starting early never costs a request time. Only TACO, which reads the caption, and what
+    depends on its bpp are left for the button.
+    """
+    if step not in PREPARE_STEPS:
+        raise TacoError(f"unknown preparation step {step!r}; one of {', '.join(PREPARE_STEPS)}")
+    backend = backend or default_backend()
+    model_set = pick_model_set(model_set)
+    if not model_set.elic:
+        return False
+    arr, _, _ = load_image(image, backend)
+    digest = image_digest(arr)
+    taco_codec = load_learned(backend, model_set.taco, model_set)
+    elic_codec = load_learned(backend, model_set.elic, model_set)
+    elic_lam = RateSpec.of(elic_codec).fit(RateSpec.of(taco_codec).lmbda_at(rate))
+    elic = run_codec(backend, elic_codec, arr, digest, row_id="elic", label="ELIC (same λ)",
+                     lmbda=elic_lam, convention=lpips_convention,
+                     with_ms_ssim=step != "first", early=step == "first")
+    if step == "classical":
+        for cname in classical:
+            try:
+                backend.classical_codec(cname).encode(arr, target_bpp=elic.bpp)
+            except TacoError as exc:  # the comparison reports an unavailable codec itself
+                log.info("%s: %s", cname, first_line(exc))
+    return True

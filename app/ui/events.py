@@ -18,6 +18,7 @@ from typing import Any
 import gradio as gr
 
 from app.errors import TacoError, first_line
+from app.settings import get_settings
 from app.ui import plots
 from app.ui.attention_tab import run_attention
 from app.ui.backend import Backend
@@ -29,7 +30,7 @@ from app.ui.caption_effect import (
     run_caption_effect,
 )
 from app.ui.captions import auto_caption, caption_token_markdown
-from app.ui.compare import CompareResult, input_notice, run_compare
+from app.ui.compare import CompareResult, input_notice, prepare_image, run_compare
 from app.ui.decode_tab import decode_bitstream
 from app.ui.defaults import LPIPS_LABELS, MAX_TARGET_BPP, MIN_TARGET_BPP, ProgressFn
 from app.ui.model_sets import ModelSet, pick_model_set
@@ -94,8 +95,10 @@ COMPARE_OUTPUTS: tuple[str, ...] = (
     "slider", "table", "err_slider", "err_legend", "rd_plot", "bitstreams", "status",
     "metrics_json",
 )
-#: The outputs the second, rate-matched step updates.
-EXTRA_OUTPUTS: tuple[str, ...] = ("table", "rd_plot", "status", "metrics_json")
+#: The outputs the second, rate-matched step updates (the first step leaves the error maps and
+#: the RD chart empty for it).
+EXTRA_OUTPUTS: tuple[str, ...] = ("table", "err_slider", "err_legend", "rd_plot", "status",
+                                  "metrics_json")
 
 
 def as_gr_error(exc: BaseException) -> gr.Error:
@@ -182,10 +185,14 @@ class Callbacks:
             early=early,
         )
 
-    def present(self, result: CompareResult, view: str, lpips_conv: str) -> tuple:
-        maps = error_maps(result)
+    def present(self, result: CompareResult, view: str, lpips_conv: str,
+                first: bool = False) -> tuple:
+        """COMPARE_OUTPUTS of a result; ``first`` (the page's first answer) leaves the error maps
+        and the RD chart empty (cleared, not stale) for the second step to fill."""
         paths = write_bitstreams(result)
-        fig = plots.rd_figure(rd_points(result.runs), self.references, lpips_conv)
+        maps = None if first else error_maps(result)
+        fig = None if first else plots.rd_figure(rd_points(result.runs), self.references,
+                                                 lpips_conv)
         err_value = (maps.left, maps.right) if maps else None
         legend = error_legend_html(maps) if maps else ""
         status = status_markdown(result)
@@ -245,12 +252,12 @@ class Callbacks:
 
     def compare_fast(self, *values: Any, progress: gr.Progress = gr.Progress()) -> tuple:
         """TACO and ELIC with bpp, PSNR and LPIPS: the page's fast first answer (MS-SSIM, the
-        decoders' check of the files and their times, and the rate-matched rows follow in
-        :meth:`compare_extras`)."""
+        decoders' check of the files and their times, the error maps, the RD chart and the
+        rate-matched rows follow in :meth:`compare_extras`)."""
         req = CompareRequest.of(values)
         try:
             return self.present(self.run(req, progress, rate_matched=False, ms_ssim=False,
-                                         early=True), req.view, req.lpips_conv)
+                                         early=True), req.view, req.lpips_conv, first=True)
         except Exception as exc:
             raise as_gr_error(exc) from None
 
@@ -317,6 +324,31 @@ class Callbacks:
 
     def input_notice(self, image: str | None) -> str:
         return input_notice(image, self.backend)
+
+    def prepare(self, image: str | None, rate: float, use_target: bool, model_set: str,
+                lpips_conv: str, *, step: str = "first") -> None:
+        """A new image's caption-free work, one step of `app.ui.compare.prepare_image` (the page
+        runs the three in turn as an image arrives, while the user writes a caption). Silent:
+        what fails here fails again, with its message, when the comparison runs."""
+        if not image or use_target or not get_settings().ui_prepare:
+            return  # a bpp target's λ is known only after TACO's search
+        try:
+            convention = lpips_conv if lpips_conv in LPIPS_LABELS else "standard"
+            prepare_image(image, rate, step=step, model_set=self.pick(model_set),
+                          lpips_convention=convention,  # type: ignore[arg-type]
+                          backend=self.backend)
+        except Exception as exc:  # noqa: BLE001 — a background warm-up never reaches the page
+            log.info("preparing the image (%s) failed; the comparison will say why: %s",
+                     step, first_line(exc))
+
+    def prepare_first(self, *values: Any) -> None:
+        self.prepare(*values, step="first")
+
+    def prepare_second(self, *values: Any) -> None:
+        self.prepare(*values, step="second")
+
+    def prepare_classical(self, *values: Any) -> None:
+        self.prepare(*values, step="classical")
 
     def auto_caption(self, image: str | None, caption: str) -> str:
         if not image:

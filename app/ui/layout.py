@@ -6,10 +6,8 @@ inputs and outputs are listed by name (`COMPARE_FIELDS`, `COMPARE_OUTPUTS`), not
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,14 @@ from app.ui import plots
 from app.ui.backend import Backend, default_backend
 from app.ui.defaults import DEFAULT_RATE, DEFAULT_TARGET_BPP
 from app.ui.events import COMPARE_FIELDS, COMPARE_OUTPUTS, EXTRA_OUTPUTS, Callbacks
-from app.ui.examples import Example, examples_cache_tag, load_examples
+from app.ui.examples import (
+    Example,
+    example_values,
+    examples_cache_dir,
+    examples_cache_tag,
+    examples_fn,
+    load_examples,
+)
 from app.ui.model_sets import ModelSet, missing_weights_notice, resolve_model_sets
 from app.ui.present import (
     DEFAULT_VIEW,
@@ -39,26 +44,6 @@ __all__ = ["build_demo", "launch_kwargs"]
 DELETE_CACHE = (1800, 3600)
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def _examples_cache_dir(tag: str) -> Iterator[None]:
-    """Cache example outputs under a per-model folder, so a model change never shows stale ones.
-
-    ``GRADIO_EXAMPLES_CACHE`` is Gradio's own variable (read when examples are built): it is set
-    for the duration of the block and restored after.
-    """
-    key = "GRADIO_EXAMPLES_CACHE"
-    old = os.environ.get(key)
-    base = Path(old) if old else Path(".gradio") / "cached_examples"
-    os.environ[key] = str(base / tag)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
 
 
 def build_demo(
@@ -300,12 +285,12 @@ def build_demo(
         extra_outputs = [named[name] for name in EXTRA_OUTPUTS]
 
         if examples:
-            with ex_holder, _examples_cache_dir(examples_cache_tag(sets)):
+            with ex_holder, examples_cache_dir(examples_cache_tag(sets)):
                 gr.Examples(
                     examples=[example_values(ex, default_set) for ex in examples],
                     inputs=compare_inputs,
                     outputs=compare_outputs,
-                    fn=_examples_fn(cb.compare),
+                    fn=examples_fn(cb.compare),
                     cache_examples=True,
                     cache_mode="lazy",
                     visible_columns=[0],
@@ -389,6 +374,14 @@ def build_demo(
         image.change(cb.input_notice, [image], [image_note],
                      api_visibility="private", show_progress="hidden", concurrency_limit=2,
                      concurrency_id="input_notice")
+        # the image's caption-free work starts while the user writes a caption, in three events
+        # so that a press meanwhile is served between them
+        prep_inputs = [named[n] for n in ("image", "rate", "use_target", "model_set", "lpips_conv")]
+        prep: dict[str, Any] = dict(api_visibility="private", show_progress="hidden",
+                                    trigger_mode="always_last", **heavy)
+        image.change(cb.prepare_first, prep_inputs, None, **prep).then(
+            cb.prepare_second, prep_inputs, None, **prep).then(
+            cb.prepare_classical, prep_inputs, None, **prep)
         auto_btn.click(
             cb.auto_caption,
             [image, caption],
@@ -459,37 +452,3 @@ def build_demo(
 
     demo.queue(default_concurrency_limit=settings.ui_concurrency, max_size=settings.ui_queue)
     return demo
-
-
-def example_values(ex: Example, model_set: str) -> list[Any]:
-    """An example as the comparison's inputs (COMPARE_FIELDS order): its own caption, defaults."""
-    return [str(ex.path), ex.caption, DEFAULT_RATE, False, DEFAULT_TARGET_BPP, model_set, True,
-            DEFAULT_VIEW, "standard"]
-
-
-def _examples_fn(compare: Callable[..., tuple]) -> Callable[..., tuple]:
-    def run_example(
-        image: str,
-        caption: str,
-        rate: float,
-        use_target: bool,
-        target_bpp: float,
-        model_set: str,
-        rate_matched: bool,
-        view: str,
-        lpips_conv: str,
-    ) -> tuple:
-        return compare(
-            image,
-            caption,
-            rate,
-            use_target,
-            target_bpp,
-            model_set,
-            rate_matched,
-            view,
-            lpips_conv,
-            progress=gr.Progress(),
-        )
-
-    return run_example

@@ -77,18 +77,15 @@ def encode_decode(
     """
     from app.measure import code, confirm
 
+    if not use_cache:
+        return code(codec, image, caption, lmbda, target_bpp, early=early)
     key = ("coded", digest, codec.name, id(codec), caption, lmbda, target_bpp)
-    if use_cache:
-        hit = RESULTS_CACHE.get(key)
-        if hit is not None:
-            if not early and not hit.verified:
-                hit = confirm(codec, hit)
-                RESULTS_CACHE.put(key, hit)
-            return hit
-    out = code(codec, image, caption, lmbda, target_bpp, early=early)
-    if use_cache:
-        RESULTS_CACHE.put(key, out)
-    return out
+    hit = RESULTS_CACHE.get_or_make(
+        key, lambda: code(codec, image, caption, lmbda, target_bpp, early=early))
+    if not early and not hit.verified:
+        hit = confirm(codec, hit)
+        RESULTS_CACHE.put(key, hit)
+    return hit
 
 
 def quality(
@@ -112,8 +109,8 @@ def quality(
 
     rec_digest = image_digest(coded.recon)
     key = ("quality", digest, rec_digest, convention)
-    out = RESULTS_CACHE.get(key) if use_cache else None
-    if out is None:
+
+    def make() -> Scores:
         metrics = Metrics(
             psnr_float=False,
             ms_ssim=False,
@@ -123,9 +120,9 @@ def quality(
             lpips_fn=backend.lpips,
             lenient=True,
         )
-        out = score(image, coded, None, metrics)
-        if use_cache:
-            RESULTS_CACHE.put(key, out)
+        return score(image, coded, None, metrics)
+
+    out = RESULTS_CACHE.get_or_make(key, make) if use_cache else make()
     if not with_ms_ssim:
         return out
     ms_key = ("ms_ssim", digest, rec_digest)

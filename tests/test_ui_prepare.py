@@ -1,0 +1,188 @@
+"""Work started when an image arrives (`app.ui.compare.prepare_image`), the single-flight results
+cache it relies on, and the first answer that leaves the error maps and the RD chart to the second.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from test_ui_handlers import FAKE_SET, FakeBackend, photo  # noqa: E402
+
+from app.errors import TacoError  # noqa: E402
+from app.lru import LRUCache  # noqa: E402
+from app.ui.cache import RESULTS_CACHE  # noqa: E402
+from app.ui.compare import PREPARE_STEPS, prepare_image, run_compare  # noqa: E402
+from app.ui.events import COMPARE_FIELDS, COMPARE_OUTPUTS, EXTRA_OUTPUTS, Callbacks  # noqa: E402
+from app.ui.model_sets import TINY_SET  # noqa: E402
+
+
+@pytest.fixture()
+def fake() -> FakeBackend:
+    RESULTS_CACHE.clear()
+    return FakeBackend()
+
+
+@pytest.fixture()
+def img_path(tmp_path) -> str:
+    p = tmp_path / "upload.png"
+    Image.fromarray(photo(64, 96, seed=5)).save(p)
+    return str(p)
+
+
+def test_get_or_make_makes_a_value_once_for_concurrent_askers():
+    cache = LRUCache(4)
+    made, started = [], threading.Event()
+
+    def make():
+        started.set()
+        time.sleep(0.2)
+        made.append(1)
+        return "value"
+
+    results = []
+    first = threading.Thread(target=lambda: results.append(cache.get_or_make("k", make)))
+    first.start()
+    started.wait(5)
+    results.append(cache.get_or_make("k", make))  # asks while the first thread is making it
+    first.join(5)
+    assert results == ["value", "value"] and made == [1]
+    assert cache.get_or_make("k", make) == "value" and made == [1]
+
+
+def test_get_or_make_stores_nothing_when_making_fails():
+    cache = LRUCache(4)
+
+    def broken():
+        raise TacoError("no")
+
+    with pytest.raises(TacoError):
+        cache.get_or_make("k", broken)
+    assert cache.get("k") is None
+    assert cache.get_or_make("k", lambda: 3) == 3
+
+
+def test_elic_is_not_coded_again_for_a_new_caption(fake, img_path):
+    """ELIC never reads the caption, so a new caption reuses its row."""
+    run_compare(img_path, "one caption", 40, model_set=FAKE_SET, backend=fake)
+    taco, elic = fake.codecs["taco-fake"].calls, fake.codecs["elic-fake"].calls
+    run_compare(img_path, "another caption", 40, model_set=FAKE_SET, backend=fake)
+    assert fake.codecs["taco-fake"].calls == taco + 1
+    assert fake.codecs["elic-fake"].calls == elic
+
+
+def test_prepared_image_leaves_only_taco_to_the_press(fake, img_path):
+    """After the preparation the first step codes only TACO, the second step's ELIC row is
+    served too, and the results are those of a comparison without preparation."""
+    cold = run_compare(img_path, "cap", 40, model_set=FAKE_SET, backend=fake, rate_matched=True)
+    RESULTS_CACHE.clear()
+    for step in PREPARE_STEPS:
+        assert prepare_image(img_path, 40, step=step, model_set=FAKE_SET, backend=fake)
+    elic = fake.codecs["elic-fake"].calls
+    taco = fake.codecs["taco-fake"].calls
+    first = run_compare(img_path, "cap", 40, model_set=FAKE_SET, backend=fake, ms_ssim=False,
+                        early=True)
+    assert fake.codecs["elic-fake"].calls == elic and fake.codecs["taco-fake"].calls == taco + 1
+    full = run_compare(img_path, "cap", 40, model_set=FAKE_SET, backend=fake, rate_matched=True)
+    assert [r.row_id for r in full.runs] == [r.row_id for r in cold.runs]
+    for a, b in zip(cold.runs, full.runs, strict=True):
+        assert (a.data, a.psnr, a.lpips, a.ms_ssim) == (b.data, b.psnr, b.lpips, b.ms_ssim)
+        np.testing.assert_array_equal(a.recon, b.recon)
+    assert [r.data for r in first.runs] == [r.data for r in full.runs[:2]]
+
+
+def test_prepare_rejects_an_unknown_step_and_passes_bad_input_on(fake, img_path, tmp_path):
+    with pytest.raises(TacoError, match="unknown preparation step"):
+        prepare_image(img_path, step="everything", model_set=FAKE_SET, backend=fake)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(TacoError):
+        prepare_image(str(bad), model_set=FAKE_SET, backend=fake)
+
+
+def test_prepare_callback_is_silent_and_skips_what_it_cannot_know(fake, img_path, tmp_path,
+                                                                   monkeypatch):
+    cb = Callbacks(fake, {FAKE_SET.label: FAKE_SET}, [])
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    cb.prepare_first(str(bad), 40, False, FAKE_SET.label, "standard")  # no exception
+    cb.prepare_first(None, 40, False, FAKE_SET.label, "standard")
+    cb.prepare_first(img_path, 40, True, FAKE_SET.label, "standard")  # bpp target: λ unknown
+    assert fake.codecs["elic-fake"].calls == 0
+    from app.settings import use_settings
+
+    with use_settings(ui_prepare=False):
+        cb.prepare_first(img_path, 40, False, FAKE_SET.label, "standard")
+        assert fake.codecs["elic-fake"].calls == 0
+    cb.prepare_first(img_path, 40, False, FAKE_SET.label, "standard")
+    assert fake.codecs["elic-fake"].calls == 1
+
+
+def test_first_answer_leaves_maps_and_chart_to_the_second(fake, img_path):
+    cb = Callbacks(fake, {FAKE_SET.label: FAKE_SET}, [])
+    values = dict(image=img_path, caption="cap", rate=40, use_target=False, target_bpp=0.3,
+                  model_set=FAKE_SET.label, rate_matched=True, view="TACO | ELIC",
+                  lpips_conv="standard")
+    args = [values[f] for f in COMPARE_FIELDS]
+    first = dict(zip(COMPARE_OUTPUTS, cb.compare_fast(*args, progress=lambda *a, **k: None),
+                     strict=True))
+    assert first["err_slider"] is None and first["err_legend"] == "" and first["rd_plot"] is None
+    assert first["slider"] is not None and len(first["bitstreams"]) == 2
+    second = dict(zip(EXTRA_OUTPUTS, cb.compare_extras(*args, progress=lambda *a, **k: None),
+                      strict=True))
+    assert {"err_slider", "err_legend", "rd_plot"} <= set(EXTRA_OUTPUTS)
+    assert second["err_slider"] is not None and second["rd_plot"] is not None
+    assert "ELIC @ TACO bpp" in second["table"].to_string()
+
+
+def test_page_wires_the_preparation_to_a_new_image(fake):
+    from app.ui.layout import build_demo
+
+    demo = build_demo(model_sets={FAKE_SET.label: FAKE_SET}, backend=fake)
+    names = [getattr(fn.fn, "__name__", "") for fn in demo.fns.values()]
+    steps = [n for n in names if n.startswith("prepare_")]
+    assert steps == ["prepare_first", "prepare_second", "prepare_classical"]
+
+
+def test_tiny_models_prepared_and_cold_comparisons_agree(tmp_path):
+    """The real package (tiny random models): preparing the image changes no number or byte."""
+    from app.codecs import load_codec
+    from app.codecs.classical import get_classical_codec
+    from app.ui.backend import PackageBackend
+
+    try:
+        load_codec("taco-tiny", allow_random=True)
+        load_codec("elic-tiny", allow_random=True)
+    except Exception as exc:  # pragma: no cover - model code unavailable
+        pytest.skip(f"tiny models unavailable: {exc}")
+    backend = PackageBackend()
+    img = tmp_path / "tiny.png"
+    Image.fromarray(photo(64, 96, seed=9)).save(img)
+
+    def forget():
+        RESULTS_CACHE.clear()
+        for name in ("jpeg", "webp", "avif"):
+            get_classical_codec(name).forget_images()
+        for name in ("taco-tiny", "elic-tiny"):
+            load_codec(name, allow_random=True).forget_images()
+
+    forget()
+    cold = run_compare(str(img), "a pattern", 50, model_set=TINY_SET, backend=backend,
+                       rate_matched=True)
+    forget()
+    for step in PREPARE_STEPS:
+        prepare_image(str(img), 50, step=step, model_set=TINY_SET, backend=backend)
+    warm = run_compare(str(img), "a pattern", 50, model_set=TINY_SET, backend=backend,
+                       rate_matched=True)
+    assert [r.row_id for r in warm.runs] == [r.row_id for r in cold.runs]
+    for a, b in zip(cold.runs, warm.runs, strict=True):
+        assert a.data == b.data and (a.psnr, a.lpips) == (b.psnr, b.lpips), a.row_id
+        np.testing.assert_array_equal(a.recon, b.recon)
+    forget()
