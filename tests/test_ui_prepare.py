@@ -186,3 +186,28 @@ def test_tiny_models_prepared_and_cold_comparisons_agree(tmp_path):
         assert a.data == b.data and (a.psnr, a.lpips) == (b.psnr, b.lpips), a.row_id
         np.testing.assert_array_equal(a.recon, b.recon)
     forget()
+
+
+def test_png_files_are_lossless_and_named_by_content(tmp_path):
+    from app.ui.present import png_files
+
+    a, b = photo(32, 48, seed=1), photo(32, 48, seed=2)
+    pa, pb, pa2 = png_files(a, b, a, out_dir=tmp_path)
+    assert pa == pa2 and pa != pb
+    np.testing.assert_array_equal(np.asarray(Image.open(pa)), a)
+    np.testing.assert_array_equal(np.asarray(Image.open(pb)), b)
+
+
+def test_opening_example_is_presented_again_when_its_files_were_pruned(fake, img_path):
+    cb = Callbacks(fake, {FAKE_SET.label: FAKE_SET}, [])
+    values = dict(image=img_path, caption="cap", rate=40, use_target=False, target_bpp=0.3,
+                  model_set=FAKE_SET.label, rate_matched=False, view="TACO | ELIC",
+                  lpips_conv="standard")
+    cb.set_start_example([values[f] for f in COMPARE_FIELDS])
+    first = dict(zip(COMPARE_OUTPUTS, cb.start_outputs(), strict=True))
+    assert cb.start_outputs() is cb.start_outputs()  # kept
+    for p in first["slider"]:
+        os.unlink(p)
+    again = dict(zip(COMPARE_OUTPUTS, cb.start_outputs(), strict=True))
+    assert all(os.path.isfile(p) for p in again["slider"])
+    assert again["slider"] == first["slider"]  # the same content, the same names

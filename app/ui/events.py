@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import logging
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from app.ui.present import (
     error_maps,
     metrics_frame,
     metrics_records,
+    png_files,
     side_labels_html,
     slider_pair,
     status_markdown,
@@ -120,6 +122,13 @@ def progress_fn(progress: gr.Progress) -> ProgressFn:
     return cb
 
 
+def _files_exist(outputs: Sequence[Any]) -> bool:
+    """Whether every file a tuple of outputs names (slider, error maps, downloads) still exists."""
+    paths = [p for value in outputs if isinstance(value, tuple | list)
+             for p in value if isinstance(p, str)]
+    return all(os.path.isfile(p) for p in paths)
+
+
 def _NO_PROGRESS(*_: Any, **__: Any) -> None:
     return None
 
@@ -152,6 +161,8 @@ class Callbacks:
         if self.start_values is None:
             return (gr.skip(),) * len(COMPARE_OUTPUTS)
         with self._start_lock:
+            if self._start_outputs is not None and not _files_exist(self._start_outputs):
+                self._start_outputs = None  # its files were pruned: present it again (cached)
             if self._start_outputs is None:
                 try:
                     req = CompareRequest.of(self.start_values)
@@ -193,14 +204,14 @@ class Callbacks:
         maps = None if first else error_maps(result)
         fig = None if first else plots.rd_figure(rd_points(result.runs), self.references,
                                                  lpips_conv)
-        err_value = (maps.left, maps.right) if maps else None
+        err_value = png_files(maps.left, maps.right) if maps else None
         legend = error_legend_html(maps) if maps else ""
         status = status_markdown(result)
         note = view_note(result, view)
         if note:
             status += "\n\n" + note
         return (
-            slider_pair(result, view),
+            png_files(*slider_pair(result, view)),
             metrics_frame(result),
             err_value,
             legend,
@@ -302,7 +313,7 @@ class Callbacks:
                               rate_matched=req.rate_matched or req.view in RATE_MATCHED_VIEWS)
         except Exception as exc:
             raise as_gr_error(exc) from None
-        return slider_pair(result, req.view), view_note(result, req.view)
+        return png_files(*slider_pair(result, req.view)), view_note(result, req.view)
 
     # ------------------------------------------------------------------ small controls
 
