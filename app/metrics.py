@@ -12,8 +12,9 @@ Conventions
 * `psnr_float` — the paper's PSNR: −10·log10(MSE) on [0, 1] RGB with the **unclamped,
   unrounded** reconstruction x̂. For a codec whose output is 8-bit anyway (JPEG, WebP, AVIF),
   it equals `psnr`.
-* `ms_ssim` — ``pytorch_msssim.ms_ssim(data_range=1)`` on [0, 1] RGB. Its 5 scales need a shorter
-  side > 160 px; for smaller images *both* images are first resized (bilinear, antialiased) so
+* `ms_ssim` — MS-SSIM as ``pytorch_msssim.ms_ssim(data_range=1)`` defines it, on [0, 1] RGB,
+  computed by `app.msssim` (same values to 1e-6, the reference's half kept across calls). Its 5
+  scales need a shorter side > 160 px; for smaller images *both* images are first resized (bilinear, antialiased) so
   that the shorter side is 256 px, aspect ratio kept. `ms_ssim_needs_resize` says when that
   happens, so callers can label the number.
 * `lpips` — LPIPS v0.1 AlexNet (`app.lpips_offline`), full resolution, mean over the image.
@@ -29,6 +30,7 @@ Every function raises `ImageInputError` for unusable input or mismatched shapes.
 from __future__ import annotations
 
 import math
+import sys
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -122,14 +124,14 @@ def _to_tensor(arr: np.ndarray) -> torch.Tensor:
 
 
 def ms_ssim(a: Image.Image | np.ndarray, b: Image.Image | np.ndarray) -> float:
-    """MS-SSIM (pytorch-msssim, ``data_range=1``) on [0, 1] RGB.
+    """MS-SSIM (``data_range=1``) on [0, 1] RGB; ``a`` is the reference (its half is kept).
 
     Images whose shorter side is ≤ 160 px are both resized to a 256-px shorter side first
     (`ms_ssim_needs_resize`); label such values.
     """
-    import torch
     import torch.nn.functional as F
-    from pytorch_msssim import ms_ssim as _ms_ssim
+
+    from app.msssim import ms_ssim_tensors, reference_key
 
     x, y = _pair_float(a, b)
     tx, ty = _to_tensor(x), _to_tensor(y)
@@ -142,8 +144,10 @@ def ms_ssim(a: Image.Image | np.ndarray, b: Image.Image | np.ndarray) -> float:
         size = (max(MS_SSIM_RESIZE_SIDE, round(h * scale)), max(MS_SSIM_RESIZE_SIDE, round(w * scale)))
         tx = F.interpolate(tx, size=size, mode="bilinear", align_corners=False, antialias=True)
         ty = F.interpolate(ty, size=size, mode="bilinear", align_corners=False, antialias=True)
-    with torch.no_grad():
-        return float(_ms_ssim(tx, ty, data_range=1.0, size_average=True))
+    else:
+        size = None
+    key = reference_key(a if isinstance(a, np.ndarray) else x, size)
+    return ms_ssim_tensors(tx, ty, key=key)
 
 
 def lpips(
@@ -191,8 +195,11 @@ _REF_FEATURES = LRUCache(LPIPS_REFERENCES)
 
 
 def forget_references() -> None:
-    """Drop the kept LPIPS reference features (benchmarks that time a first request)."""
+    """Drop the kept LPIPS reference features and MS-SSIM reference pyramids (benchmarks that
+    time a first request)."""
     _REF_FEATURES.clear()
+    if "app.msssim" in sys.modules:
+        sys.modules["app.msssim"].forget_references()
 
 
 def _splittable(model: Any) -> bool:

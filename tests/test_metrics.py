@@ -261,3 +261,32 @@ def test_ms_ssim_of_a_sliver_is_nan_not_a_memory_bomb():
 
     a = np.zeros((3, 20000, 3), np.uint8)
     assert math.isnan(ms_ssim(a, a))
+
+
+@pytest.mark.parametrize("shape", [(512, 768), (333, 517), (161, 161), (64, 96)])
+def test_ms_ssim_matches_pytorch_msssim_and_keeps_only_the_reference(shape):
+    """app.msssim gives pytorch_msssim's value (1e-6) at even, odd and minimal sizes, and on
+    the resized small-image path; a kept reference never leaks into another reference's value."""
+    import torch
+    import torch.nn.functional as F
+    from pytorch_msssim import ms_ssim as reference_ms_ssim
+
+    rng = np.random.default_rng(sum(shape))
+    h, w = shape
+    base = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3)).repeat(8, 0).repeat(8, 1)[:h, :w]
+    a = base.astype(np.uint8)
+    b = np.clip(a + rng.normal(0, 12, a.shape), 0, 255).astype(np.uint8)
+    c = np.clip(a + rng.normal(0, 30, a.shape), 0, 255).astype(np.uint8)
+
+    def expected(x, y):
+        tx, ty = (torch.from_numpy(v.astype(np.float32) / 255).permute(2, 0, 1)[None] for v in (x, y))
+        if metrics.ms_ssim_needs_resize(h, w):
+            s = metrics.MS_SSIM_RESIZE_SIDE / min(h, w)
+            size = (max(256, round(h * s)), max(256, round(w * s)))
+            tx, ty = (F.interpolate(t, size=size, mode="bilinear", align_corners=False,
+                                    antialias=True) for t in (tx, ty))
+        return float(reference_ms_ssim(tx, ty, data_range=1.0))
+
+    for x, y in ((a, b), (a, c), (b, c), (a, b)):  # a kept, then another reference, then a again
+        assert metrics.ms_ssim(x, y) == pytest.approx(expected(x, y), abs=1e-6)
+    assert metrics.ms_ssim(a, a) == pytest.approx(1.0, abs=1e-6)
