@@ -34,7 +34,7 @@ from app.ui.defaults import (
 )
 from app.ui.model_sets import ModelSet, pick_model_set
 from app.ui.rate import RateSpec
-from app.ui.runs import CodecRun, run_codec
+from app.ui.runs import CodecRun, is_coded, run_codec
 
 if TYPE_CHECKING:  # pragma: no cover
 
@@ -173,14 +173,18 @@ def run_compare(
                           use_cache=use_cache, notes=notes, with_ms_ssim=ms_ssim,
                           early=early and use_cache, **kwargs)
 
-    progress(0.15, "TACO: encode (caption → text adapter) and decode")
+    taco_lam = None if target_bpp else lam
+    made = "made already" if early else "checking its file (entropy decoding)"
+    progress(0.15, f"TACO: {made}"
+             if use_cache and is_coded(taco_codec, digest, caption, taco_lam, target_bpp)
+             else "TACO: encode (caption → text adapter) and decode")
     runs: list[CodecRun] = []
     taco = run(
         taco_codec,
         row_id="taco",
         label="TACO",
         caption=caption,
-        lmbda=None if target_bpp else lam,
+        lmbda=taco_lam,
         target_bpp=target_bpp,
     )
     runs.append(taco)
@@ -225,8 +229,10 @@ def run_compare(
             except TacoError as exc:
                 notes.append(f"ELIC unavailable: {first_line(exc)}")
         if elic_codec is not None:
-            progress(0.5, "ELIC: encode and decode (no text)")
             elic_lam = RateSpec.of(elic_codec).fit(lam)
+            progress(0.5, f"ELIC: {made}"
+                     if use_cache and is_coded(elic_codec, digest, "", elic_lam, None)
+                     else "ELIC: encode and decode (no text)")
             runs.append(run(elic_codec, row_id="elic", label="ELIC (same λ)", lmbda=elic_lam))
         if classical_future is not None:
             names = ", ".join(c.upper() for c in classical)

@@ -58,6 +58,18 @@ def to_uint8(img: Any) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def coded_key(codec: Codec, digest: str, caption: str, lmbda: float | None,
+              target_bpp: float | None) -> tuple:
+    """The results-cache key of one coding of an image."""
+    return ("coded", digest, codec.name, id(codec), caption, lmbda, target_bpp)
+
+
+def is_coded(codec: Codec, digest: str, caption: str = "", lmbda: float | None = None,
+             target_bpp: float | None = None) -> bool:
+    """Whether the results cache holds this coding (then only its file check may be left)."""
+    return RESULTS_CACHE.get(coded_key(codec, digest, caption, lmbda, target_bpp)) is not None
+
+
 def encode_decode(
     codec: Codec,
     image: np.ndarray,
@@ -79,7 +91,7 @@ def encode_decode(
 
     if not use_cache:
         return code(codec, image, caption, lmbda, target_bpp, early=early)
-    key = ("coded", digest, codec.name, id(codec), caption, lmbda, target_bpp)
+    key = coded_key(codec, digest, caption, lmbda, target_bpp)
     hit = RESULTS_CACHE.get_or_make(
         key, lambda: code(codec, image, caption, lmbda, target_bpp, early=early))
     if not early and not hit.verified:
