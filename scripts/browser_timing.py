@@ -5,8 +5,8 @@ The demo runs with the shipped models on 127.0.0.1; for each image the script up
 the page, writes a caption, and presses "Compress with TACO and ELIC", either after waiting
 ``--think`` seconds (a user writing a caption, long enough for the upload's preparation) or at
 once. It records, from the click, when the metrics table first shows TACO and ELIC (the first
-step) and when it shows the rate-matched rows too (the second), with a MutationObserver in the
-page, so everything the page does is in the number: queueing, the event stream, image encoding
+step), when the error maps are back (the second step's first update) and when the table shows
+the rate-matched rows too (its last), with MutationObservers in the page, so everything the page does is in the number: queueing, the event stream, image encoding
 and rendering. Each image is new to the server (its caches start empty for it).
 
 Browser and server share this machine's cores here, which a user's browser does not: chromium
@@ -33,14 +33,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 OBSERVE_JS = """() => {
-    window.__t = [];
-    const root = document.querySelector('#taco-metrics');
-    const note = () => {
-        const n = root.querySelectorAll('.virtual-row').length;
-        const last = window.__t[window.__t.length - 1];
-        if (!last || last[1] !== n) window.__t.push([performance.now(), n]);
+    window.__t = [];  // [time, rows in the metrics table]
+    window.__m = [];  // [time, images in the error-map slider]
+    const watch = (sel, count, log) => {
+        const root = document.querySelector(sel);
+        const note = () => {
+            const n = root.querySelectorAll(count).length;
+            const last = log[log.length - 1];
+            if (!last || last[1] !== n) log.push([performance.now(), n]);
+        };
+        new MutationObserver(note).observe(root, {childList: true, subtree: true,
+                                                  attributes: true});
     };
-    new MutationObserver(note).observe(root, {childList: true, subtree: true});
+    watch('#taco-metrics', '.virtual-row', window.__t);
+    watch('#taco-errors', 'img[src]', window.__m);
 }"""
 
 
@@ -105,8 +111,13 @@ def main(argv: list[str] | None = None) -> int:
                     marks = page.evaluate("window.__t")
                     first = next(t for t, n in marks if n == 2) - t0
                     full = next(t for t, n in marks if n >= full_rows and t - t0 >= first) - t0
+                    # the maps the first step cleared, shown again by the second
+                    maps = next((t - t0 for t, n in page.evaluate("window.__m")
+                                 if n >= 2 and t - t0 >= first), None)
                     row = {"image": Path(src).name, "press": mode,
-                           "first_s": round(first / 1e3, 3), "full_s": round(full / 1e3, 3)}
+                           "first_s": round(first / 1e3, 3),
+                           "maps_s": None if maps is None else round(maps / 1e3, 3),
+                           "full_s": round(full / 1e3, 3)}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
                     time.sleep(1.0)
@@ -115,8 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         demo.close()
     for mode in ("after", "at_once"):
         got = [r for r in rows if r["press"] == mode]
+        maps = [r["maps_s"] for r in got if r["maps_s"] is not None]
         print(json.dumps({"press": mode, "n": len(got),
                           "first_median_s": statistics.median(r["first_s"] for r in got),
+                          "maps_median_s": statistics.median(maps) if maps else None,
                           "full_median_s": statistics.median(r["full_s"] for r in got)}))
     return 0
 

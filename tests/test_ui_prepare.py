@@ -135,11 +135,17 @@ def test_first_answer_leaves_maps_and_chart_to_the_second(fake, img_path):
                      strict=True))
     assert first["err_slider"] is None and first["err_legend"] == "" and first["rd_plot"] is None
     assert first["slider"] is not None and len(first["bitstreams"]) == 2
-    second = dict(zip(EXTRA_OUTPUTS, cb.compare_extras(*args, progress=lambda *a, **k: None),
-                      strict=True))
+    updates = [dict(zip(EXTRA_OUTPUTS, u, strict=True))
+               for u in cb.compare_extras(*args, progress=lambda *a, **k: None)]
     assert {"err_slider", "err_legend", "rd_plot"} <= set(EXTRA_OUTPUTS)
-    assert second["err_slider"] is not None and second["rd_plot"] is not None
-    assert "ELIC @ TACO bpp" in second["table"].to_string()
+    # two updates: TACO and ELIC checked with their maps and chart, then the rate-matched rows
+    assert len(updates) == 2
+    partial, final = updates
+    assert partial["err_slider"] is not None and partial["rd_plot"] is not None
+    assert list(partial["table"]["Codec"]) == ["TACO", "ELIC (same λ)"]
+    assert "searching ELIC λ" in partial["status"] and "done in" in final["status"]
+    assert "ELIC @ TACO bpp" in final["table"].to_string()
+    assert final["err_slider"] == partial["err_slider"]  # the same maps, not made twice
 
 
 def test_page_wires_the_preparation_to_a_new_image(fake):

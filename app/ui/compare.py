@@ -7,7 +7,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from os import PathLike
@@ -58,6 +58,8 @@ class CompareResult:
     notes: list[str] = field(default_factory=list)
     total_ms: float = 0.0
     random_weights: bool = False
+    #: set on a partial result (`run_compare`'s ``on_partial``): what is still being computed
+    pending: str = ""
 
     def run(self, row_id: str) -> CodecRun | None:
         return next((r for r in self.runs if r.row_id == row_id), None)
@@ -129,6 +131,7 @@ def run_compare(
     use_cache: bool = True,
     ms_ssim: bool = True,
     early: bool = False,
+    on_partial: Callable[[CompareResult], None] | None = None,
 ) -> CompareResult:
     """One full comparison: TACO and ELIC encode + decode + metrics (the `make bench` unit).
 
@@ -140,6 +143,8 @@ def run_compare(
     ``early=True`` (the first answer too) shows TACO's and ELIC's reconstructions from their
     encoders' own latents, which is what decoding their files gives here, and leaves the entropy
     decoding that confirms it (and their decode times) to the next call on the same image.
+    ``on_partial`` (with ``rate_matched``) is called with the result so far once TACO's and
+    ELIC's rows are done, while the rate-matched rows are still being searched.
     """
     t_start = time.perf_counter()
     backend = backend or default_backend()
@@ -198,6 +203,12 @@ def run_compare(
 
     target = taco.bpp
 
+    def result(rows: list[CodecRun], row_notes: list[str], pending: str = "") -> CompareResult:
+        return CompareResult(image=arr, name=name, model_set=model_set, caption=caption,
+                             rate_text=rate_text, lmbda=lam, runs=rows, notices=notices,
+                             notes=row_notes, total_ms=(time.perf_counter() - t_start) * 1e3,
+                             random_weights=random_weights, pending=pending)
+
     def classical_rows() -> list[CodecRun]:
         """The classical codecs' quality searches (Pillow encoders: they release the GIL)."""
         rows = []
@@ -236,6 +247,9 @@ def run_compare(
             runs.append(run(elic_codec, row_id="elic", label="ELIC (same λ)", lmbda=elic_lam))
         if classical_future is not None:
             names = ", ".join(c.upper() for c in classical)
+            if on_partial is not None:
+                on_partial(result(list(runs), list(notes),
+                                  f"searching ELIC λ and {names} quality for {target:.3f} bpp…"))
             progress(0.65, f"Searching ELIC λ and {names} quality for {target:.3f} bpp")
             if elic_codec is not None:
                 try:
@@ -245,19 +259,7 @@ def run_compare(
                     notes.append(f"ELIC rate matching failed: {first_line(exc)}")
             runs.extend(classical_future.result())
     progress(1.0, "Done")
-    return CompareResult(
-        image=arr,
-        name=name,
-        model_set=model_set,
-        caption=caption,
-        rate_text=rate_text,
-        lmbda=lam,
-        runs=runs,
-        notices=notices,
-        notes=notes,
-        total_ms=(time.perf_counter() - t_start) * 1e3,
-        random_weights=random_weights,
-    )
+    return result(runs, notes)
 
 
 #: The steps of `prepare_image`, in the order the page runs them (one event each, so a press

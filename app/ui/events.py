@@ -7,12 +7,14 @@ the model sets and the reference curves, and turns every `TacoError` into a one-
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import html
 import logging
 import os
+import queue
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,8 +182,8 @@ class Callbacks:
     # ------------------------------------------------------------------ the comparison
 
     def run(self, req: CompareRequest, progress: gr.Progress, *,
-            rate_matched: bool | None = None, ms_ssim: bool = True, early: bool = False
-            ) -> CompareResult:
+            rate_matched: bool | None = None, ms_ssim: bool = True, early: bool = False,
+            on_partial: Callable[[CompareResult], None] | None = None) -> CompareResult:
         return run_compare(
             req.image,
             req.caption,
@@ -194,18 +196,23 @@ class Callbacks:
             progress=progress_fn(progress),
             ms_ssim=ms_ssim,
             early=early,
+            on_partial=on_partial,
         )
 
     def present(self, result: CompareResult, view: str, lpips_conv: str,
-                first: bool = False) -> tuple:
+                first: bool = False, maps: tuple | None = None) -> tuple:
         """COMPARE_OUTPUTS of a result; ``first`` (the page's first answer) leaves the error maps
-        and the RD chart empty (cleared, not stale) for the second step to fill."""
+        and the RD chart empty (cleared, not stale) for the second step to fill. ``maps``: the
+        error-map outputs (files, legend) of an earlier update with the same TACO and ELIC rows."""
         paths = write_bitstreams(result)
-        maps = None if first else error_maps(result)
         fig = None if first else plots.rd_figure(rd_points(result.runs), self.references,
                                                  lpips_conv)
-        err_value = png_files(maps.left, maps.right) if maps else None
-        legend = error_legend_html(maps) if maps else ""
+        if maps is not None:
+            err_value, legend = maps
+        else:
+            err = None if first else error_maps(result)
+            err_value = png_files(err.left, err.right) if err else None
+            legend = error_legend_html(err) if err else ""
         status = status_markdown(result)
         note = view_note(result, view)
         if note:
@@ -272,18 +279,37 @@ class Callbacks:
         except Exception as exc:
             raise as_gr_error(exc) from None
 
-    def compare_extras(self, *values: Any, progress: gr.Progress = gr.Progress()) -> tuple:
-        """Second step in the UI: add MS-SSIM and the rate-matched rows (table, RD chart, status,
-        JSON); the first step's codings and scores come from the cache."""
+    def compare_extras(self, *values: Any, progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:
+        """Second step in the UI, in two updates: TACO's and ELIC's files checked, MS-SSIM, the
+        error maps and the RD chart as soon as those are done, then the rate-matched rows (table,
+        RD chart, status, JSON); the first step's codings and scores come from the cache."""
         req = CompareRequest.of(values)
         if not req.image:
-            return (gr.skip(),) * len(EXTRA_OUTPUTS)
-        try:
-            full = self.present(self.run(req, progress), req.view, req.lpips_conv)
-        except Exception as exc:
-            raise as_gr_error(exc) from None
-        out = dict(zip(COMPARE_OUTPUTS, full, strict=True))
-        return tuple(out[name] for name in EXTRA_OUTPUTS)
+            yield (gr.skip(),) * len(EXTRA_OUTPUTS)
+            return
+        updates: queue.Queue = queue.Queue()
+
+        def work() -> None:
+            try:
+                updates.put(("final", self.run(
+                    req, progress, on_partial=lambda r: updates.put(("partial", r)))))
+            except Exception as exc:  # noqa: BLE001 — raised below, in the event's thread
+                updates.put(("error", exc))
+
+        # the event's context (Gradio's progress reporting) goes with the work
+        context = contextvars.copy_context()
+        threading.Thread(target=context.run, args=(work,), name="taco-extras", daemon=True).start()
+        maps: tuple | None = None
+        while True:
+            kind, item = updates.get()
+            if kind == "error":
+                raise as_gr_error(item) from None
+            out = dict(zip(COMPARE_OUTPUTS, self.present(item, req.view, req.lpips_conv, maps=maps),
+                           strict=True))
+            maps = (out["err_slider"], out["err_legend"])  # the same TACO and ELIC rows
+            yield tuple(out[name] for name in EXTRA_OUTPUTS)
+            if kind == "final":
+                return
 
     def compare_on_release(self, *values: Any, progress: gr.Progress = gr.Progress()) -> tuple:
         if not CompareRequest.of(values).image:

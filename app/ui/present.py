@@ -264,8 +264,8 @@ def status_markdown(result: CompareResult) -> str:
     taco = result.taco
     lines = [
         f"**{result.image.shape[1]}×{result.image.shape[0]} px** · {result.rate_text} · "
-        f"TACO {taco.bpp:.3f} bpp ({taco.n_bytes:,} bytes) · done in "
-        f"{result.total_ms / 1e3:.1f} s",
+        f"TACO {taco.bpp:.3f} bpp ({taco.n_bytes:,} bytes) · "
+        + (result.pending or f"done in {result.total_ms / 1e3:.1f} s"),
     ]
     cap = result.caption
     if cap:
