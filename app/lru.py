@@ -72,5 +72,10 @@ class LRUCache:
             self._data.clear()
             self.hits = self.misses = 0
 
+    def __contains__(self, key: Hashable) -> bool:
+        """Whether ``key`` is stored (neither a use of the entry nor a hit or miss)."""
+        with self._lock:
+            return key in self._data
+
     def __len__(self) -> int:
         return len(self._data)

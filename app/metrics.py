@@ -14,8 +14,8 @@ Conventions
   it equals `psnr`.
 * `ms_ssim` — MS-SSIM as ``pytorch_msssim.ms_ssim(data_range=1)`` defines it, on [0, 1] RGB,
   computed by `app.msssim` (same values to 1e-6, the reference's half kept across calls). Its 5
-  scales need a shorter side > 160 px; for smaller images *both* images are first resized (bilinear, antialiased) so
-  that the shorter side is 256 px, aspect ratio kept. `ms_ssim_needs_resize` says when that
+  scales need a shorter side > 160 px; for smaller images *both* images are first resized
+  (bilinear, antialiased) so that the shorter side is 256 px, aspect ratio kept. `ms_ssim_needs_resize` says when that
   happens, so callers can label the number.
 * `lpips` — LPIPS v0.1 AlexNet (`app.lpips_offline`), full resolution, mean over the image.
   ``convention="standard"``: [0, 1] inputs scaled to [-1, 1] (``normalize=True``), the headline.
@@ -181,10 +181,8 @@ def lpips(
             value = model(_to_tensor(x), _to_tensor(y), normalize=normalize)
         else:
             key = (net, normalize, array_digest(a if isinstance(a, np.ndarray) else x))
-            ref = _REF_FEATURES.get(key)
-            if ref is None:
-                ref = _lpips_features(model, _to_tensor(x), normalize)
-                _REF_FEATURES.put(key, ref)
+            ref = _REF_FEATURES.get_or_make(
+                key, lambda: _lpips_features(model, _to_tensor(x), normalize))
             value = _lpips_distance(model, ref, _lpips_features(model, _to_tensor(y), normalize))
     return float(value.reshape(-1)[0])
 

@@ -19,6 +19,8 @@ UI's rows, an evaluation's codecs):
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -41,7 +43,9 @@ def forget_references() -> None:
     _REFS.clear()
 
 
+@functools.cache
 def _window(channels: int) -> torch.Tensor:
+    """The Gaussian window for ``channels`` channels, (C, 1, 1, WINDOW) (made once, never written)."""
     x = torch.arange(WINDOW, dtype=torch.float32) - WINDOW // 2
     g = torch.exp(-(x**2) / (2 * SIGMA**2))
     return (g / g.sum()).reshape(1, 1, 1, WINDOW).repeat(channels, 1, 1, 1)
@@ -79,11 +83,7 @@ def ms_ssim_tensors(x: torch.Tensor, y: torch.Tensor, key: bytes | None = None) 
     calls with the same key; None computes it afresh.
     """
     with torch.no_grad():
-        levels = _REFS.get(key) if key is not None else None
-        if levels is None:
-            levels = _reference(x)
-            if key is not None:
-                _REFS.put(key, levels)
+        levels = _reference(x) if key is None else _REFS.get_or_make(key, lambda: _reference(x))
         c = x.shape[1]
         c1, c2 = K1**2, K2**2
         values = []

@@ -69,6 +69,17 @@ def test_get_or_make_stores_nothing_when_making_fails():
     assert cache.get_or_make("k", lambda: 3) == 3
 
 
+def test_contains_neither_uses_an_entry_nor_counts():
+    cache = LRUCache(2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    hits, misses = cache.hits, cache.misses
+    assert "a" in cache and "c" not in cache
+    assert (cache.hits, cache.misses) == (hits, misses)
+    cache.put("c", 3)  # "a" is still the oldest: a membership test did not refresh it
+    assert "a" not in cache and "b" in cache
+
+
 def test_elic_is_not_coded_again_for_a_new_caption(fake, img_path):
     """ELIC never reads the caption, so a new caption reuses its row."""
     run_compare(img_path, "one caption", 40, model_set=FAKE_SET, backend=fake)

@@ -67,7 +67,7 @@ def coded_key(codec: Codec, digest: str, caption: str, lmbda: float | None,
 def is_coded(codec: Codec, digest: str, caption: str = "", lmbda: float | None = None,
              target_bpp: float | None = None) -> bool:
     """Whether the results cache holds this coding (then only its file check may be left)."""
-    return RESULTS_CACHE.get(coded_key(codec, digest, caption, lmbda, target_bpp)) is not None
+    return coded_key(codec, digest, caption, lmbda, target_bpp) in RESULTS_CACHE
 
 
 def encode_decode(
@@ -95,7 +95,9 @@ def encode_decode(
     hit = RESULTS_CACHE.get_or_make(
         key, lambda: code(codec, image, caption, lmbda, target_bpp, early=early))
     if not early and not hit.verified:
-        hit = confirm(codec, hit)
+        # single flight too: two requests checking one file entropy-decode it once
+        early_hit = hit
+        hit = RESULTS_CACHE.get_or_make(("confirmed", *key), lambda: confirm(codec, early_hit))
         RESULTS_CACHE.put(key, hit)
     return hit
 
@@ -137,14 +139,14 @@ def quality(
     out = RESULTS_CACHE.get_or_make(key, make) if use_cache else make()
     if not with_ms_ssim:
         return out
+
+    def make_ms_ssim() -> Scores:
+        return score(image, coded, None, Metrics(psnr_float=False, ms_ssim=True, lpips=False,
+                                                 lpips_paper=False, psnr_fn=backend.psnr,
+                                                 ms_ssim_fn=backend.ms_ssim, lenient=True))
+
     ms_key = ("ms_ssim", digest, rec_digest)
-    ms = RESULTS_CACHE.get(ms_key) if use_cache else None
-    if ms is None:
-        ms = score(image, coded, None, Metrics(psnr_float=False, ms_ssim=True, lpips=False,
-                                               lpips_paper=False, psnr_fn=backend.psnr,
-                                               ms_ssim_fn=backend.ms_ssim, lenient=True))
-        if use_cache:
-            RESULTS_CACHE.put(ms_key, ms)
+    ms = RESULTS_CACHE.get_or_make(ms_key, make_ms_ssim) if use_cache else make_ms_ssim()
     return dataclasses.replace(out, ms_ssim=ms.ms_ssim, ms_ssim_resized=ms.ms_ssim_resized,
                                notes=tuple(dict.fromkeys(out.notes + ms.notes)))
 
