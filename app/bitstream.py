@@ -10,7 +10,10 @@ Layout of version 2 (all integers big-endian)::
                   bit 0) = half-grid evaluation of the portable entropy model (each
                   checkerboard half's parameters computed at that half's positions only, the
                   arithmetic every build writes now); bit 0 alone = the earlier full-grid
-                  evaluation ("portable-full"), still read. Other bits must be 0.
+                  evaluation ("portable-full"), still read. Bit 2 (with bits 0 and 1) = the
+                  narrow integer arithmetic (10-bit weights, float32 limbs; what every build
+                  writes now); bits 0 and 1 alone = the wide one of earlier builds
+                  ("portable-wide"), still read. Other bits must be 0.
     6       1     n = length of the model id (1..MAX_MODEL_ID)
     7       n     model id, ASCII (e.g. "taco-small", "taco-official")
     7+n     8     checkpoint fingerprint (first 8 bytes of the weights' SHA-256)
@@ -52,10 +55,15 @@ VERSIONS = (1, 2)
 FLAG_PORTABLE = 0x01
 #: Flag bit 1 (with bit 0): the portable path's half-grid evaluation.
 FLAG_HALF_GRID = 0x02
-#: Coding paths: exact half-grid (written by default), exact full-grid (files of earlier builds),
-#: official float32.
-PORTABLE, PORTABLE_FULL, FLOAT = "portable", "portable-full", "float"
-_CODING_FLAGS = {PORTABLE: FLAG_PORTABLE | FLAG_HALF_GRID, PORTABLE_FULL: FLAG_PORTABLE, FLOAT: 0}
+#: Flag bit 2 (with bits 0 and 1): the narrow integer arithmetic.
+FLAG_NARROW = 0x04
+#: Coding paths: exact narrow half-grid (written by default), exact wide half-grid and wide
+#: full-grid (files of earlier builds), official float32.
+PORTABLE, PORTABLE_WIDE, PORTABLE_FULL, FLOAT = (
+    "portable", "portable-wide", "portable-full", "float")
+_CODING_FLAGS = {PORTABLE: FLAG_PORTABLE | FLAG_HALF_GRID | FLAG_NARROW,
+                 PORTABLE_WIDE: FLAG_PORTABLE | FLAG_HALF_GRID, PORTABLE_FULL: FLAG_PORTABLE,
+                 FLOAT: 0}
 _FLAG_CODINGS = {v: k for k, v in _CODING_FLAGS.items()}
 MAX_MODEL_ID = 64
 MAX_SIDE = 16384

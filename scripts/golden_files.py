@@ -10,7 +10,8 @@ never to make a failing golden test pass: a failure means files users hold no lo
 The stored weights are reused when present, so every generation decodes with the same model.
 
 Generations: ``elic-tiny-{low,high}`` (portable full-grid, the first version-2 build) and
-``elic-tiny-halfgrid-{low,high}`` (portable half-grid, flag bit 1).
+``elic-tiny-halfgrid-{low,high}`` (portable half-grid, flag bit 1, wide arithmetic),
+``elic-tiny-narrow-{low,high}`` (narrow arithmetic, flag bit 2).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@
 encoder transform), bpp from the file bytes, PSNR on the 8-bit output; prints mean bpp / PSNR per
 λ and the BD-rate (PCHIP) of portable against float. ``time``: median encode and decode seconds
 on one image for each path (weights loaded first, 2 threads, alternating the paths).
+``--portable portable-wide`` compares the wide arithmetic of earlier builds' files instead.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ from app.metrics import bpp, psnr
 LMBDAS = (0.0018, 0.0054, 0.0161, 0.0483)
 
 
-def rd(images: list[Path], models: list[str]) -> dict:
+def rd(images: list[Path], models: list[str], portable: str = "portable") -> dict:
     out: dict = {}
     for name in models:
         rows: dict[str, dict[float, list[tuple[float, float]]]] = {"float": {}, "portable": {}}
         for coding in rows:
-            codec = load_codec(name, coding=coding)
+            codec = load_codec(name, coding=portable if coding == "portable" else coding)
             for path in images:
                 arr = np.asarray(Image.open(path).convert("RGB"))
                 h, w = arr.shape[:2]
@@ -52,12 +53,13 @@ def rd(images: list[Path], models: list[str]) -> dict:
     return out
 
 
-def timing(image: Path, models: list[str], repeats: int) -> dict:
+def timing(image: Path, models: list[str], repeats: int, portable: str = "portable") -> dict:
     torch.set_num_threads(2)
     arr = np.asarray(Image.open(image).convert("RGB"))
     out: dict = {}
     for name in models:
-        codecs = {c: load_codec(name, coding=c) for c in ("float", "portable")}
+        codecs = {c: load_codec(name, coding=portable if c == "portable" else c)
+                  for c in ("float", "portable")}
         times: dict[str, dict[str, list[float]]] = {c: {"encode": [], "decode": []} for c in codecs}
         for codec in codecs.values():  # warm-up: weights, coder tables, first-call costs
             codec.decompress(codec.compress(arr, lmbda=0.0161))
@@ -89,13 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--image", type=Path, required=True)
     b.add_argument("--models", default="elic,taco")
     b.add_argument("--repeats", type=int, default=5)
+    for sp in (a, b):
+        sp.add_argument("--portable", default="portable",
+                        help="the exact path to compare: portable (default), portable-wide, "
+                             "portable-full")
     args = ap.parse_args(argv)
     models = [m for m in args.models.split(",") if m]
     if args.cmd == "rd":
         images = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".png", ".jpg"))
-        rd(images[: args.limit] if args.limit else images, models)
+        rd(images[: args.limit] if args.limit else images, models, args.portable)
     else:
-        timing(args.image, models, args.repeats)
+        timing(args.image, models, args.repeats, args.portable)
     return 0
 
 

@@ -3,7 +3,8 @@
 The files in tests/data/golden were written by earlier builds (scripts/golden_files.py, with the
 stored test-only elic-tiny weights): ``elic-tiny-*`` by the one that introduced portable `.taco`
 version 2 (full-grid arithmetic, flags 0x01), ``elic-tiny-halfgrid-*`` by the one that made the
-half-grid arithmetic the default (flags 0x03). Decoding them
+half-grid arithmetic the default (flags 0x03), ``elic-tiny-narrow-*`` by the one that made the
+narrow arithmetic (float32 limbs) the default (flags 0x07). Decoding them
 must pass the files' own symbols check (the entropy decoding is bit-exact) and give the recorded
 reconstruction to within one 8-bit level (the synthesis transform is float). A failure here means
 files users hold no longer decode: keep the old arithmetic for them or bump the `.taco` version
@@ -24,7 +25,8 @@ from app.codecs import load_codec
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
 
 
-GENERATIONS = [("elic-tiny", "portable-full"), ("elic-tiny-halfgrid", "portable")]
+GENERATIONS = [("elic-tiny", "portable-full"), ("elic-tiny-halfgrid", "portable-wide"),
+               ("elic-tiny-narrow", "portable")]
 
 
 @pytest.mark.parametrize("tag", ["low", "high"])

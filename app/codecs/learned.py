@@ -29,7 +29,7 @@ from app.metrics import bpp
 from app.settings import get_settings
 
 #: Coding paths a learned codec can encode with (the file records which one it used).
-CODINGS = (bitstream.PORTABLE, bitstream.PORTABLE_FULL, bitstream.FLOAT)
+CODINGS = (bitstream.PORTABLE, bitstream.PORTABLE_WIDE, bitstream.PORTABLE_FULL, bitstream.FLOAT)
 
 
 # --------------------------------------------------------------------------- learned codecs
@@ -51,7 +51,7 @@ class LearnedCodec:
             raise ConfigError(f"coding must be one of {', '.join(CODINGS)}, got {coding!r}")
         self.name = name
         #: How this codec *encodes*: "portable" (exact entropy model, decodes the same on every
-        #: machine), "portable-full" (its full-grid evaluation, as earlier builds wrote) or
+        #: machine), "portable-wide" / "portable-full" (the arithmetics earlier builds wrote) or
         #: "float" (the official float32 arithmetic). Decoding follows each file.
         self.coding = coding
         #: Where the model runs ("cpu", "cuda", "cuda:1"); files are the same bytes-level format

@@ -26,16 +26,19 @@ from compressai.models import CompressionModel
 from torch import Tensor, nn
 
 from app.errors import BitstreamError
-from app.models.exact import ExactEntropyModel
+from app.models.exact import NARROW, WIDE, ExactEntropyModel
 from app.models.layers import ANCHOR, NONANCHOR, squeeze_half, unsqueeze_half
 from app.models.tables import CodingTables, float_tables, portable_tables
 
-#: Coding paths: exact integer entropy model, half-grid (default) or full-grid (the arithmetic of
-#: earlier builds' files) / official float32 arithmetic.
+#: Coding paths: exact integer entropy model — narrow half-grid (default), wide half-grid or
+#: wide full-grid (the arithmetics of earlier builds' files) — or official float32 arithmetic.
 PORTABLE = "portable"
+PORTABLE_WIDE = "portable-wide"
 PORTABLE_FULL = "portable-full"
 FLOAT = "float"
-CODINGS = (PORTABLE, PORTABLE_FULL, FLOAT)
+CODINGS = (PORTABLE, PORTABLE_WIDE, PORTABLE_FULL, FLOAT)
+#: Exact paths: (half-grid, arithmetic).
+_EXACT = {PORTABLE: (True, NARROW), PORTABLE_WIDE: (True, WIDE), PORTABLE_FULL: (False, WIDE)}
 
 #: Intra-op threads of the *float* coding path for every computation the decoder must reproduce
 #: (h_s, the context models and the parameter aggregation). oneDNN's conv results depend on the
@@ -100,8 +103,9 @@ class RealCoding(CompressionModel):
     def coder(self, coding: str = PORTABLE) -> tuple[Any, CodingTables]:
         """``(entropy parameter model, tables)`` of a coding path, built once per ``update()``.
 
-        ``"portable"`` / ``"portable-full"``: :class:`~app.models.exact.ExactEntropyModel` (half-
-        / full-grid) and float64-derived tables — the same numbers on every machine. ``"float"``: the float32 modules and CompressAI's
+        ``"portable"`` / ``"portable-wide"`` / ``"portable-full"``:
+        :class:`~app.models.exact.ExactEntropyModel` (narrow half-grid / wide half-grid / wide
+        full-grid) and float64-derived tables — the same numbers on every machine. ``"float"``: the float32 modules and CompressAI's
         tables, as the official code computes them (reproduces its bitstreams on the CPU class
         they were made on; elsewhere a stream may not decode, which the file's checks detect).
         """
@@ -117,8 +121,9 @@ class RealCoding(CompressionModel):
                 raise RuntimeError(
                     "entropy coder tables are empty: call model.update(force=True) first"
                 )
-            if coding in (PORTABLE, PORTABLE_FULL):
-                cache[coding] = (ExactEntropyModel(self, half_grid=coding == PORTABLE),
+            if coding in _EXACT:
+                half_grid, arithmetic = _EXACT[coding]
+                cache[coding] = (ExactEntropyModel(self, half_grid, arithmetic),
                                  portable_tables(gc, eb))
             else:
                 cache[coding] = (_FloatEntropyModel(self), float_tables(gc, eb))

@@ -96,6 +96,7 @@ def _coding_text(header: Header) -> str:
     if header.coding == "float":
         return ("version 2, float (official arithmetic): checked — decodes exactly or is refused "
                 "where the float kernels differ")
-    grid = " (full-grid, as earlier builds wrote it)" if header.coding == "portable-full" else ""
+    grid = {"portable-full": " (wide, full-grid, as earlier builds wrote it)",
+            "portable-wide": " (wide, as earlier builds wrote it)"}.get(header.coding, "")
     return (f"version 2, portable{grid} (exact integer entropy model): decodes the same on every "
             "machine")
