@@ -98,15 +98,14 @@ class Arithmetic:
     """An integer arithmetic of the entropy model (see the module docstring)."""
 
     name: str
-    #: Largest weight magnitude (per output channel); the narrow arithmetic tries
-    #: :data:`NARROW_WEIGHT_MAXES`, finest first.
-    weight_max: int
-    #: Activation width ``T`` (``|a_int| <= 2^T``); None = per layer from the float32 budget.
+    #: Largest weight magnitude (per output channel) and activation width ``T`` (``|a_int| <=
+    #: 2^T``); None, None = both per layer from the float32 budget (:func:`_narrow_plan`).
+    weight_max: int | None
     act_shift: int | None
 
 
 #: 7..10-bit weights and 9..23-bit activations per layer, float32 limbs: what builds write now.
-NARROW = Arithmetic("narrow", 2**9 - 1, None)
+NARROW = Arithmetic("narrow", None, None)
 #: 16-bit weights, 24-bit activations, float64 sums: files of earlier builds.
 WIDE = Arithmetic("wide", WEIGHT_MAX, ACT_SHIFT)
 
@@ -213,16 +212,15 @@ def _narrow_plan(w: Tensor, peak: Tensor, reduce: tuple[int, ...]
     (measured: 8-bit weights with 16-bit activations cost nothing, 8 with 8 cost 0.6 % BD-rate),
     so the finest weights that still reach the activation target are taken.
     """
-    for wmax in NARROW_WEIGHT_MAXES:  # one limb (half the float32 work of two)
-        w_int, step, l1 = _quantise_weight(w, peak, reduce, wmax)
-        s = _largest_shift(max(l1, 1))
+    # each width quantised once, whichever of the two searches below asks for it
+    candidates = [(*q, _largest_shift(max(q[2], 1))) for q in
+                  (_quantise_weight(w, peak, reduce, wmax) for wmax in NARROW_WEIGHT_MAXES)]
+    for w_int, step, l1, s in candidates:  # one limb (half the float32 work of two)
         if s >= ONE_LIMB_SHIFT:
             return w_int, step, l1, min(s, 23), 1, 0
-    for wmax in NARROW_WEIGHT_MAXES:  # two limbs
-        w_int, step, l1 = _quantise_weight(w, peak, reduce, wmax)
-        s = _largest_shift(max(l1, 1))
-        if 2 * s >= TWO_LIMB_SHIFT:
-            break
+    # two limbs: the finest width that reaches the target, else the coarsest
+    w_int, step, l1, s = next((c for c in candidates if 2 * c[3] >= TWO_LIMB_SHIFT),
+                              candidates[-1])
     if 2 * s >= MIN_TWO_LIMB_SHIFT:
         return w_int, step, l1, min(2 * s, 23), 2, s
     return w_int, step, l1, TWO_LIMB_SHIFT, 0, 0  # too wide for float32 limbs: float64 sums
@@ -243,7 +241,7 @@ class ExactConv:
         #: Limbs of the float32 evaluation: 0 = float64 only, 1, or 2 (``hi · 2^limb_shift + lo``).
         self.limbs = 0
         self.limb_shift = 0
-        if arithmetic.act_shift is not None:
+        if arithmetic.weight_max is not None and arithmetic.act_shift is not None:
             w_int, step, l1 = _quantise_weight(w, peak, reduce, arithmetic.weight_max)
             self.act_shift = arithmetic.act_shift
         else:
@@ -300,15 +298,15 @@ class ExactConv:
         if (weight32 is None or a.shape[0] * self.limbs >= _NNPACK_BATCH
                 or not float32_exact(a.device)):
             return self._conv(a, weight, stride, padding)
-        fmt = torch.channels_last if a.is_contiguous(memory_format=torch.channels_last) \
-            else torch.contiguous_format
-        a32 = a.to(torch.float32, memory_format=fmt)  # exact: |a| <= 2^23
+        a32 = a.float()  # exact: |a| <= 2^23; keeps the memory format
         if self.limbs == 1:
             return self._conv(a32, weight32, stride, padding).double()
         # Both limbs in one batch, split in float32, exactly: a power-of-two scaling, a floor,
         # and a difference of integers below 2^24.
         b = a.shape[0]
         unit = float(2**self.limb_shift)
+        fmt = (torch.channels_last if a32.is_contiguous(memory_format=torch.channels_last)
+               else torch.contiguous_format)
         limbs = torch.empty((2 * b, *a.shape[1:]), dtype=torch.float32, device=a.device,
                             memory_format=fmt)
         hi, lo = limbs[:b], limbs[b:]
@@ -424,7 +422,9 @@ class ExactEntropyModel:
         self.arithmetic = arithmetic
         ar = arithmetic
         self.h_s = ExactSequential(model.h_s.increase, device, ar)
-        self.local_context = [ExactConv(c, device, ar) for c in model.local_context]
+        # the half-grid evaluation reads the checkerboard context only
+        self.local_context = ([] if half_grid else
+                              [ExactConv(c, device, ar) for c in model.local_context])
         self.checkerboard = ([CheckerboardContext(c, device, ar) for c in model.local_context]
                              if half_grid else [])
         self.channel_context: list[ExactSequential | None] = [None] + [
@@ -445,7 +445,7 @@ class ExactEntropyModel:
     def _f64(parts: Sequence[Tensor]) -> Tensor:
         if len(parts) == 1:
             return parts[0].to(torch.float64)
-        # cat promotes float32 parts to float64 (exactly) as it copies: one pass, not two
+        # cat promotes float32 parts to float64 (exactly) as it copies mixed parts
         return torch.cat(list(parts), dim=1).to(torch.float64)
 
     def hyper(self, z_hat: Tensor) -> Any:
